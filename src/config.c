@@ -131,6 +131,14 @@ static const dv_config_key k_keys[] = {
 
     KE("student.arch", student.arch, "vit_large", k_arch, DV_KEY_MEMEFF,
        "backbone: vit_small, vit_base, vit_large or vit_giant2 (a _memeff suffix is dropped)"),
+    KI("student.embed_dim", student.embed_dim, "0", 0, 65536, 0,
+       "dinov2c: embedding width; 0 = from student.arch (384/768/1024/1536)"),
+    KI("student.depth", student.depth, "0", 0, 1024, 0,
+       "dinov2c: number of blocks; 0 = from student.arch (12/12/24/40)"),
+    KI("student.num_heads", student.num_heads, "0", 0, 1024, 0,
+       "dinov2c: attention heads; 0 = from student.arch (6/12/16/24)"),
+    KD("student.mlp_ratio", student.mlp_ratio, "4.0", 0, INF, DV_KEY_MIN_OPEN,
+       "dinov2c: MLP hidden width / embed_dim (official: 4)"),
     KI("student.patch_size", student.patch_size, "16", 1, 1024, 0, "patch size in pixels"),
     KD("student.drop_path_rate", student.drop_path_rate, "0.3", 0, 1, DV_KEY_MAX_OPEN,
        "stochastic depth rate of the student (the teacher has none)"),
@@ -895,6 +903,18 @@ int dv_config_finalize(dv_config *c, int64_t world_size) {
     DV_TRY(not_longer("optim.freeze_last_layer_epochs", c->optim.freeze_last_layer_epochs,
                       "optim.epochs", c->optim.epochs));
 
+    /* official presets (vit_small/base/large/giant2), overridden by explicit dimensions */
+    static const int64_t preset[4][3] = {{384, 12, 6}, {768, 12, 12}, {1024, 24, 16}, {1536, 40, 24}};
+    const int64_t *pr = preset[c->student.arch];
+    int64_t dim = c->student.embed_dim ? c->student.embed_dim : pr[0];
+    int64_t depth = c->student.depth ? c->student.depth : pr[1];
+    int64_t heads = c->student.num_heads ? c->student.num_heads : pr[2];
+    if (dim % heads != 0) {
+        dv_user_error("the embedding width %lld (student.embed_dim) is not a multiple of the head "
+                      "count %lld (student.num_heads)", (long long)dim, (long long)heads);
+        return DV_ERR_CONFIG;
+    }
+
     dv_config_derived *d = malloc(sizeof *d);
     if (!d) return DV_ERR(DV_ERR_NOMEM, "out of memory for derived config values");
     memset(d, 0, sizeof *d);
@@ -914,6 +934,9 @@ int dv_config_finalize(dv_config *c, int64_t world_size) {
     if (d->highres_grid < 1) d->highres_grid = 1;
     d->highres_image_size = d->highres_grid * ps;
     d->highres_base_lr = c->highres.base_lr > 0 ? c->highres.base_lr : c->optim.base_lr / 10.0;
+    d->embed_dim = dim;
+    d->depth = depth;
+    d->num_heads = heads;
     int rc = DV_OK;
     if (c->checkpoint.dir[0]) memcpy(d->checkpoint_dir, c->checkpoint.dir, sizeof d->checkpoint_dir);
     else rc = join_path(d->checkpoint_dir, sizeof d->checkpoint_dir, c->train.output_dir,

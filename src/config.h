@@ -77,7 +77,9 @@ typedef struct {
     int64_t warmup_teacher_temp_iters; /* teacher.warmup_teacher_temp_epochs * OFFICIAL_EPOCH_LENGTH */
     int64_t checkpoint_period;      /* checkpoint.period, or 3 * OFFICIAL_EPOCH_LENGTH when 0 */
     int64_t global_grid, local_grid; /* patches per side of a global / local crop */
-    int64_t highres_image_size;     /* highres.image_size, or the patch multiple nearest 518 */
+    int64_t highres_image_size;
+    int64_t embed_dim, depth, num_heads; /* the backbone's dimensions: preset of student.arch
+                                          * unless student.embed_dim/depth/num_heads are set */     /* highres.image_size, or the patch multiple nearest 518 */
     int64_t highres_grid;           /* patches per side at highres_image_size */
     double highres_base_lr;         /* highres.base_lr, or optim.base_lr / 10 when 0 */
     char checkpoint_dir[DV_CONFIG_STR_MAX]; /* checkpoint.dir or <output_dir>/checkpoints */
@@ -113,6 +115,8 @@ typedef struct {
     } train;
     struct {
         dv_cfg_arch arch;
+        int64_t embed_dim, depth, num_heads; /* dinov2c: nonzero overrides the arch preset */
+        double mlp_ratio;
         int64_t patch_size;
         double drop_path_rate, layerscale;
         bool drop_path_uniform;

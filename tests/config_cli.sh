@@ -52,5 +52,6 @@ check_bad "missing file" "no-such-file.yaml" --config-file "$tmp/no-such-file.ya
 check_bad "override without =" "student.arch" --config-file "$cfg/vitl14.yaml" student.arch
 check_bad "crop size not a multiple of the patch" "crops.local_crops_size" crops.local_crops_size=97 student.patch_size=14
 check_bad "bad world size" "--world-size" --world-size 0
+check_bad "width not a multiple of the heads" "student.num_heads" student.embed_dim=100 student.num_heads=3
 echo "1..$n"
 exit $fail

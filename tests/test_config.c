@@ -337,6 +337,11 @@ static void test_finalize(void) {
     dv_config_load_file(c, fixture("vitg14.yaml", path, sizeof path));
     dv_config_finalize(c, 256);
     EQ(c->derived.global_batch == 3072 && c->derived.total_iters == 625000);
+    EQ(c->derived.embed_dim == 1536 && c->derived.depth == 40 && c->derived.num_heads == 24);
+    quiet_set(c, "student.embed_dim", "96");
+    quiet_set(c, "student.depth", "3");
+    dv_config_finalize(c, 1);
+    EQ(c->derived.embed_dim == 96 && c->derived.depth == 3 && c->derived.num_heads == 24);
 
     dv_config_defaults(c);
     quiet_set(c, "train.output_dir", "/scratch/run1/");
