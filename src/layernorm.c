@@ -1,0 +1,81 @@
+/* layernorm — see layernorm.h. */
+#include "layernorm.h"
+
+#include <math.h>
+
+#define LN_COL_BLOCK_ 64
+
+void layernorm_forward(float *y, float *mean, float *rstd, const float *x, const float *gamma,
+                       const float *beta, int64_t T, int64_t C, float eps) {
+#pragma omp parallel for schedule(static)
+    for (int64_t t = 0; t < T; t++) {
+        const float *xr = x + t * C;
+        float *yr = y + t * C;
+        double s = 0.0;
+        for (int64_t i = 0; i < C; i++) s += xr[i];
+        const double m = s / (double)C;
+        double v = 0.0;
+        for (int64_t i = 0; i < C; i++) {
+            const double d = xr[i] - m;
+            v += d * d;
+        }
+        v /= (double)C;
+        const float mf = (float)m;
+        const float rs = (float)(1.0 / sqrt(v + (double)eps));
+        for (int64_t i = 0; i < C; i++) yr[i] = (xr[i] - mf) * rs * gamma[i] + beta[i];
+        if (mean) mean[t] = mf;
+        if (rstd) rstd[t] = rs;
+    }
+}
+
+void layernorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x,
+                        const float *mean, const float *rstd, const float *gamma, int64_t T,
+                        int64_t C, int dx_accumulate) {
+    if (dx) {
+#pragma omp parallel for schedule(static)
+        for (int64_t t = 0; t < T; t++) {
+            const float *xr = x + t * C, *dyr = dy + t * C;
+            float *dxr = dx + t * C;
+            const float m = mean[t], rs = rstd[t];
+            double sg = 0.0, sgx = 0.0;
+            for (int64_t i = 0; i < C; i++) {
+                const float xh = (xr[i] - m) * rs;
+                const float g = dyr[i] * gamma[i];
+                sg += g;
+                sgx += (double)g * xh;
+            }
+            const float mg = (float)(sg / (double)C), mgx = (float)(sgx / (double)C);
+            if (dx_accumulate) {
+                for (int64_t i = 0; i < C; i++) {
+                    const float xh = (xr[i] - m) * rs;
+                    dxr[i] += rs * (dyr[i] * gamma[i] - mg - xh * mgx);
+                }
+            } else {
+                for (int64_t i = 0; i < C; i++) {
+                    const float xh = (xr[i] - m) * rs;
+                    dxr[i] = rs * (dyr[i] * gamma[i] - mg - xh * mgx);
+                }
+            }
+        }
+    }
+    if (!dgamma && !dbeta) return;
+    const int64_t nblk = (C + LN_COL_BLOCK_ - 1) / LN_COL_BLOCK_;
+#pragma omp parallel for schedule(static)
+    for (int64_t blk = 0; blk < nblk; blk++) {
+        const int64_t c0 = blk * LN_COL_BLOCK_;
+        const int64_t cn = C - c0 < LN_COL_BLOCK_ ? C - c0 : LN_COL_BLOCK_;
+        double ag[LN_COL_BLOCK_] = {0}, ab[LN_COL_BLOCK_] = {0};
+        for (int64_t t = 0; t < T; t++) {
+            const float *xr = x + t * C + c0, *dyr = dy + t * C + c0;
+            const float m = mean[t], rs = rstd[t];
+            for (int64_t j = 0; j < cn; j++) {
+                ag[j] += (double)dyr[j] * ((xr[j] - m) * rs);
+                ab[j] += dyr[j];
+            }
+        }
+        for (int64_t j = 0; j < cn; j++) {
+            if (dgamma) dgamma[c0 + j] += (float)ag[j];
+            if (dbeta) dbeta[c0 + j] += (float)ab[j];
+        }
+    }
+}
