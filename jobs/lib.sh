@@ -1,0 +1,28 @@
+# lib.sh — shared by the job scripts (sourced, not run). Every script works unchanged inside a
+# Slurm allocation (srun --mpi=pmix) and on a single machine (mpirun).
+
+# Where the programs are: $DV_BIN, else the build tree this script came from, else PATH.
+dv_find_bin() {
+    if [ -n "${DV_BIN:-}" ]; then echo "$DV_BIN"; return; fi
+    here=$(cd "$(dirname "${BASH_SOURCE[0]:-$0}")/.." && pwd)
+    for d in "$here" "$here/build" "$here/build-ci"; do
+        if [ -x "$d/dinov2-config" ]; then echo "$d"; return; fi
+    done
+    dirname "$(command -v dinov2-config 2>/dev/null || echo /usr/local/bin/dinov2-config)"
+}
+
+# dv_launch NP PROGRAM ARGS... — NP MPI ranks of PROGRAM.
+dv_launch() {
+    np=$1
+    shift
+    if [ -n "${SLURM_JOB_ID:-}" ] && command -v srun >/dev/null 2>&1; then
+        srun --mpi=pmix -n "$np" "$@"
+    else
+        # as root in containers and CI; more ranks than cores on small machines
+        OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+        OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_mpi_yield_when_idle=1 \
+            mpirun -np "$np" --bind-to none "$@"
+    fi
+}
+
+dv_stage() { printf '\n== %s\n' "$*"; }
