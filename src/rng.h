@@ -13,6 +13,7 @@
 #ifndef DV_RNG_H
 #define DV_RNG_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* Purposes (sub-streams are formed as purpose + small offset, e.g. DV_RNG_AUGMENT + crop). */
