@@ -84,6 +84,13 @@ double dv_rng_normal(dv_rng *r) {
     return rad * cos(ang);
 }
 
+float dv_rng_trunc_normal(dv_rng *r, double std, double a, double b) {
+    for (;;) {
+        const double v = dv_rng_normal(r) * std;
+        if (v >= a && v <= b) return (float)v;
+    }
+}
+
 int64_t dv_rng_int(dv_rng *r, int64_t lo, int64_t hi) {
     uint64_t span = (uint64_t)hi - (uint64_t)lo + 1u; /* 0 means the full 2^64 range */
     if (span == 0) return (int64_t)dv_rng_u64(r);

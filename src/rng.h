@@ -51,6 +51,9 @@ double dv_rng_uniform_double(dv_rng *r);
 double dv_rng_uniform_range(dv_rng *r, double lo, double hi);
 /* Standard normal (Box-Muller on 53-bit uniforms). */
 double dv_rng_normal(dv_rng *r);
+/* torch.nn.init.trunc_normal_(mean 0, std, a, b): a normal restricted to [a, b] (absolute
+ * bounds, as torch), drawn by rejection — the same distribution as torch's inverse-CDF method. */
+float dv_rng_trunc_normal(dv_rng *r, double std, double a, double b);
 /* Uniform integer in [lo, hi] (inclusive, hi >= lo), unbiased. */
 int64_t dv_rng_int(dv_rng *r, int64_t lo, int64_t hi);
 /* perm[0..n) = a uniformly random permutation of 0..n-1 (Fisher-Yates). */
