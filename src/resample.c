@@ -233,3 +233,18 @@ int dv_resample_bicubic_weights(int in_size, int out_size, int out_index, int *f
     free(k);
     return len;
 }
+
+void dv_resize_short_size(int height, int width, int short_side, int *out_height, int *out_width) {
+    if (width <= height) {
+        *out_width = short_side;
+        *out_height = (int)((int64_t)short_side * height / width);
+    } else {
+        *out_height = short_side;
+        *out_width = (int)((int64_t)short_side * width / height);
+    }
+}
+
+void dv_center_crop_offsets(int height, int width, int crop_h, int crop_w, int *top, int *left) {
+    *top = (int)nearbyint((height - crop_h) / 2.0);
+    *left = (int)nearbyint((width - crop_w) / 2.0);
+}

@@ -60,4 +60,10 @@ int dv_resample_bicubic_window(const uint8_t *src, int src_h, int src_w, int c, 
 int dv_resample_bicubic_weights(int in_size, int out_size, int out_index, int *first,
                                 double *weights, int cap);
 
+/* torchvision Resize(short_side) output size: the shorter side becomes short_side, the longer
+ * one int(short_side * long / short) (truncated). */
+void dv_resize_short_size(int height, int width, int short_side, int *out_height, int *out_width);
+/* torchvision CenterCrop offsets: top = round((height - crop_h) / 2), round half to even. */
+void dv_center_crop_offsets(int height, int width, int crop_h, int crop_w, int *top, int *left);
+
 #endif
