@@ -20,8 +20,8 @@
  * patch_embed, mask_token, cls_token; i + 1 for "blocks.i."; depth + 1 for everything else
  * (final norm, and register_tokens, which the official rule does not list). For heads num_layers
  * = 0 and layer_id = 1 (multiplier 1). no_wd: name ends with ".bias" or contains "norm" or
- * "gamma". is_last_layer: name contains "last_layer". param_flags_from_name implements this on
- * official state-dict names; the parameter table may also fill the flags itself.
+ * "gamma". is_last_layer: name contains "last_layer". The parameter table (src/params.h)
+ * implements these rules on the official names; the trainer builds the ranges from it.
  *
  * Example:
  *   dv_adamw_hparams hp = adamw_default_hparams();
@@ -57,24 +57,5 @@ int adamw_step(float *param, float *exp_avg, float *exp_avg_sq, const float *gra
  * most n_ranges entries to out (may not alias in) and returns how many (empty ones dropped). */
 int64_t adamw_ranges_clip(dv_adamw_range *out, const dv_adamw_range *in, int64_t n_ranges,
                           int64_t lo, int64_t hi);
-
-/* ---- parameter groups ---- */
-
-typedef struct {
-    int64_t layer_id;   /* 0 embeddings, i+1 block i, num_layers+1 the rest (heads: 1) */
-    int no_wd;          /* bias / norm / gamma */
-    int is_patch_embed; /* patch_embed.* */
-    int is_last_layer;  /* last_layer.* of a head */
-} dv_param_flags;
-
-/* Flags of an official state-dict name. is_backbone: the tensor belongs to a backbone with
- * depth blocks ("blocks.{i}." names, block_chunks = 0 layout); otherwise (heads) layer_id = 1. */
-int param_flags_from_name(dv_param_flags *f, const char *name, int is_backbone, int64_t depth);
-
-/* lr_mult / wd_mult of n tensors (either output may be NULL); num_layers = depth for the
- * backbone, 0 for heads. */
-int param_group_multipliers(double *lr_mult, double *wd_mult, const dv_param_flags *flags,
-                            int64_t n, int64_t num_layers, double layerwise_decay,
-                            double patch_embed_lr_mult);
 
 #endif
