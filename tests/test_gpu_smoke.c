@@ -11,26 +11,12 @@
 #include "dv_build.h"
 #include "err.h"
 #include "gpu.h"
+#include "half.h"
 #include "rng.h"
 #include "tap.h"
 #if DV_HAVE_NCCL
 #include "nccl_boot.h"
 #endif
-
-/* fp32 -> fp16 bits, round to nearest even (normal and subnormal range; no NaN inputs). */
-static uint16_t f32_to_f16(float f) {
-    union { float f; uint32_t u; } v = {f};
-    uint32_t sign = (v.u >> 16) & 0x8000u, absu = v.u & 0x7fffffffu;
-    if (absu >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* overflow to inf */
-    if (absu < 0x38800000u) {                                   /* subnormal or zero */
-        float a = fabsf(f) * 16777216.0f;                        /* 2^24: units of 2^-24 */
-        return (uint16_t)(sign | (uint32_t)nearbyintf(a));
-    }
-    uint32_t mant = absu & 0x7fffffu, exp = (absu >> 23) - 112u;
-    uint32_t h = (exp << 10) | (mant >> 13), rem = mant & 0x1fffu;
-    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h++;
-    return (uint16_t)(sign | h);
-}
 
 int main(int argc, char **argv) {
     int ndev = 0;
@@ -62,7 +48,7 @@ int main(int argc, char **argv) {
     dv_gpu_to_host(g, h, dh, n * sizeof *h);
     dv_gpu_to_host(g, back, dback, n * sizeof *back);
     size_t bad = 0;
-    for (size_t i = 0; i < n; i++) bad += h[i] != f32_to_f16(x[i]);
+    for (size_t i = 0; i < n; i++) bad += h[i] != dv_f32_to_f16(x[i]);
     tap_ok(st == DV_OK && bad == 0, "fp32->fp16 kernel equals CPU round-to-nearest-even (%zu differ)", bad);
     double maxrel = 0;
     for (size_t i = 0; i < n; i++)
