@@ -39,6 +39,8 @@ static void who_(int *rank, int *world) {
     *world = 1;
     if (MPI_Initialized(&init) != MPI_SUCCESS || !init) return;
     if (MPI_Finalized(&fin) != MPI_SUCCESS || fin) return;
+    int main_thread = 0; /* MPI_THREAD_FUNNELED: loader workers must not call MPI */
+    if (MPI_Is_thread_main(&main_thread) != MPI_SUCCESS || !main_thread) return;
     MPI_Comm_rank(MPI_COMM_WORLD, rank);
     MPI_Comm_size(MPI_COMM_WORLD, world);
 }

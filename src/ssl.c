@@ -12,7 +12,7 @@
 #include "err.h"
 #include "ibot_loss.h"
 #include "koleo.h"
-#include "masking.h"
+#include "loader.h"
 #include "rng.h"
 #include "sinkhorn.h"
 
@@ -145,9 +145,12 @@ static int create_(dv_ssl *s, const dv_config *c, int64_t B) {
     DV_TRY(sched_init_official(&s->sched, c));
 
     /* the static bound of the official collate on the masked tokens of one rank's batch */
-    s->max_masked = dv_mask_upperbound((int)(2 * B), (int)s->N, c->ibot.mask_ratio_min_max[0],
-                                       c->ibot.mask_ratio_min_max[1],
-                                       c->ibot.mask_sample_probability);
+    /* (masks are drawn for the global batch, so one rank may get more than its share: the
+     * loader's bound; it equals the official per-rank bound on one rank) */
+    s->max_masked = dv_loader_mask_bound(B, (int)c->derived.world_size, (int)s->N,
+                                         c->ibot.mask_ratio_min_max[0],
+                                         c->ibot.mask_ratio_min_max[1],
+                                         c->ibot.mask_sample_probability);
 
     const int64_t R = vc.num_register_tokens, gl = s->l / p;
     const int64_t t_tokens = 2 * B * (1 + R + s->N);
