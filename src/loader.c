@@ -277,15 +277,30 @@ static int resolve_(const char *spec, char ***paths, int *n, char *msg, size_t m
                           "or a list file");
         return DV_ERR_CONFIG;
     }
-    if (stat(spec, &st) == 0 && S_ISDIR(st.st_mode)) {
-        s = list_dir_(spec, &v, msg, ml);
-    } else if (stat(spec, &st) == 0) {
-        s = is_hdf5_(spec) ? strv_push_(&v, spec, NULL) : list_file_(spec, &v, msg, ml);
-    } else if (strpbrk(spec, "*?[")) {
-        s = list_glob_(spec, &v, msg, ml);
-    } else {
-        snprintf(msg, ml, "data.train: '%s': %s", spec, strerror(errno));
-        s = DV_ERR_IO;
+    /* a comma-separated list of items, each a directory, a shard, a list file or a glob */
+    char *copy = strdup(spec), *save = NULL;
+    if (!copy) return DV_ERR(DV_ERR_NOMEM, "out of memory");
+    s = DV_OK;
+    for (char *item = strtok_r(copy, ",", &save); item && s == DV_OK; item = strtok_r(NULL, ",", &save)) {
+        while (*item == ' ' || *item == '\t') item++;
+        size_t k = strlen(item);
+        while (k && (item[k - 1] == ' ' || item[k - 1] == '\t')) item[--k] = 0;
+        if (!k) continue;
+        if (stat(item, &st) == 0 && S_ISDIR(st.st_mode)) {
+            s = list_dir_(item, &v, msg, ml);
+        } else if (stat(item, &st) == 0) {
+            s = is_hdf5_(item) ? strv_push_(&v, item, NULL) : list_file_(item, &v, msg, ml);
+        } else if (strpbrk(item, "*?[")) {
+            s = list_glob_(item, &v, msg, ml);
+        } else {
+            snprintf(msg, ml, "data.train: '%s': %s", item, strerror(errno));
+            s = DV_ERR_IO;
+        }
+    }
+    free(copy);
+    if (s == DV_OK && v.n == 0) {
+        snprintf(msg, ml, "data.train: '%s' names no image shard", spec);
+        s = DV_ERR_CONFIG;
     }
     if (s == DV_OK) {
         qsort(v.v, (size_t)v.n, sizeof *v.v, cmp_str_);

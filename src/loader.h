@@ -101,7 +101,7 @@ void dv_loader_hdf5_unlock(void);
  * Not collective. NULL is fine. */
 void dv_loader_close(dv_loader *l);
 
-/* The shard paths of a data.train spec, sorted by strcmp (so the same on every machine):
+/* The shard paths of a data.train spec (a comma-separated list of items), sorted by strcmp:
  * a directory -> its *.h5 files (not recursive); a spec with * ? [ -> glob(3) matches; an HDF5
  * file -> itself; any other file -> a list, one path per line (blank lines and lines starting
  * with # ignored, surrounding blanks trimmed, relative paths taken relative to the list's
