@@ -126,7 +126,7 @@ static void run_card(const dv_ctx *ctx, const dv_config *c, const dv_ssl *s, con
     double state_bytes = (double)params * sizeof(float) * 5; /* student, teacher, grad, m, v */
     double acts = (double)s->sa->bytes + (double)s->ta->bytes;
     printf("+--------------------------------------------------------------------------+\n");
-    printf("| dinov2-pretrain %-8s  ranks %-4d  threads/rank %-3d  backend cpu (fp32)     |\n",
+    printf("| dinov2-pretrain %-8s  ranks %-4d  threads/rank %-3d  backend cpu (fp32, DDP)|\n",
            PACKAGE_VERSION, ctx->world, omp_get_max_threads());
     printf("+--------------------------------------------------------------------------+\n");
     printf("  backbone     %s/%lld: dim %lld, depth %lld, heads %lld, ffn %s, registers %lld, "
@@ -175,8 +175,14 @@ static int save_(const dv_ctx *ctx, const dv_ssl *s, const dv_ckpt_extra *x, con
 
 static int train(dv_ctx *ctx, const dv_config *c, const run_limits *lim) {
     dv_ssl s;
-    DV_TRY(dv_ssl_create(&s, c, c->train.batch_size_per_gpu));
-    int rc = DV_OK;
+    dv_comm comm;
+    DV_TRY(dv_comm_init(&comm, ctx->comm));
+    int rc = dv_ssl_create(&s, c, c->train.batch_size_per_gpu);
+    if (rc != DV_OK) {
+        dv_comm_free(&comm);
+        return rc;
+    }
+    dv_ssl_set_comm(&s, &comm);
     dv_loader *ld = NULL;
     FILE *metrics = NULL;
     dv_loader_opts lo;
@@ -267,6 +273,7 @@ static int train(dv_ctx *ctx, const dv_config *c, const run_limits *lim) {
     if (metrics) fclose(metrics);
     dv_loader_close(ld);
     dv_ssl_free(&s);
+    dv_comm_free(&comm);
     return rc;
 }
 

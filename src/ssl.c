@@ -373,9 +373,46 @@ int dv_ssl_forward_backward(dv_ssl *s, const dv_batch *b, int64_t it, dv_ssl_sta
     return DV_OK;
 }
 
+void dv_ssl_set_comm(dv_ssl *s, dv_comm *comm) {
+    s->comm = comm;
+    s->world = comm ? comm->world : 1;
+    s->reduce = comm && comm->world > 1 ? dv_comm_hook_sum : NULL;
+    s->reduce_ctx = comm;
+}
+
+/* Average gradients and the logged loss terms over the ranks. */
+static int average_over_ranks_(dv_ssl *s, dv_ssl_stats *st) {
+    if (!s->comm || s->comm->world < 2) return DV_OK;
+    const float inv = 1.0f / (float)s->comm->world;
+    for (int i = 0; i < DV_MOD_COUNT; i++) {
+        dv_ssl_module *m = &s->mod[i];
+        if (!m->present) continue;
+        DV_TRY(dv_comm_allreduce_sum(s->comm, m->grad, m->numel, DV_F32));
+        for (size_t k = 0; k < m->numel; k++) m->grad[k] *= inv;
+    }
+    double terms[6] = {st->dino_local, st->dino_global, st->koleo, st->ibot, st->total,
+                       (double)st->n_masked};
+    DV_TRY(dv_comm_allreduce_sum(s->comm, terms, 6, DV_F64));
+    st->dino_local = terms[0] / s->comm->world;
+    st->dino_global = terms[1] / s->comm->world;
+    st->koleo = terms[2] / s->comm->world;
+    st->ibot = terms[3] / s->comm->world;
+    st->total = terms[4] / s->comm->world;
+    st->n_masked = (int64_t)terms[5];
+    return DV_OK;
+}
+
 int dv_ssl_step(dv_ssl *s, const dv_batch *b, dv_ssl_stats *st) {
     const int64_t it = s->step;
-    DV_TRY(dv_ssl_forward_backward(s, b, it, st));
+    int rc = dv_ssl_forward_backward(s, b, it, st);
+    /* a numeric failure on one rank must stop all of them at the same point */
+    if (s->comm && s->comm->world > 1) {
+        double bad = rc != DV_OK;
+        DV_TRY(dv_comm_allreduce_max(s->comm, &bad, 1));
+        if (bad != 0 && rc == DV_OK) rc = DV_ERR_NUMERIC;
+    }
+    DV_TRY(rc);
+    DV_TRY(average_over_ranks_(s, st));
     const double clip = s->cfg->optim.clip_grad;
     dv_adamw_hparams hp = adamw_default_hparams();
     hp.lr = st->lr;
@@ -387,8 +424,9 @@ int dv_ssl_step(dv_ssl *s, const dv_batch *b, dv_ssl_stats *st) {
     for (int i = 0; i < DV_MOD_COUNT; i++) {
         dv_ssl_module *m = &s->mod[i];
         if (!m->present) continue;
-        DV_TRY(clip_grad_norm(&st->grad_norm[i], m->grad, (int64_t)m->numel, clip, s->reduce,
-                              s->reduce_ctx));
+        /* the gradients are replicated after the all-reduce: the norm is local (the sharded
+         * path of issue 7 passes the sum hook instead) */
+        DV_TRY(clip_grad_norm(&st->grad_norm[i], m->grad, (int64_t)m->numel, clip, NULL, NULL));
         DV_TRY(finite_or_fail_(st->grad_norm[i], dv_module_names[i], it));
     }
     for (int i = 0; i < DV_MOD_COUNT; i++) {

@@ -29,6 +29,7 @@
 #include "adamw.h"
 #include "batch.h"
 #include "centering.h"
+#include "comm.h"
 #include "config.h"
 #include "cosine_sched.h"
 #include "dino_head.h"
@@ -71,6 +72,7 @@ typedef struct {
     dv_allreduce_fn reduce;
     void *reduce_ctx;
     int64_t world;
+    dv_comm *comm; /* NULL: one rank */
     /* buffers */
     dv_vit_acts *sa, *ta;
     dv_head_acts sh[2], th[2];
@@ -93,6 +95,14 @@ void dv_ssl_free(dv_ssl *s);
 int dv_ssl_forward_backward(dv_ssl *s, const dv_batch *b, int64_t it, dv_ssl_stats *st);
 /* One whole iteration (forward_backward, clip, AdamW, EMA) at s->step; then s->step++. */
 int dv_ssl_step(dv_ssl *s, const dv_batch *b, dv_ssl_stats *st);
+
+/* Train data-parallel over comm's ranks (each holding B images of the global batch): the
+ * Sinkhorn-Knopp and centering sums become all-reductions and the student gradients are
+ * averaged (fp32 all-reduce) before clipping, so N ranks compute the step of one rank with the
+ * whole global batch, up to reduction order — except KoLeo, which is per rank by definition
+ * (official). Every rank keeps full replicas of the parameters; the sharded fp16 path is
+ * issue 7. */
+void dv_ssl_set_comm(dv_ssl *s, dv_comm *comm);
 
 /* FLOPs (2 per multiply-add) of one iteration's GEMMs and attention (teacher forward,
  * student forward + backward, heads), for throughput reports. */
