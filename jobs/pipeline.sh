@@ -1,45 +1,73 @@
 #!/bin/bash
 # pipeline.sh — the whole dinov2c pipeline on Fashion-MNIST (Debian's dataset-fashion-mnist),
-# on this machine. Runs every stage that exists and says which stages are still to come.
+# on this machine: pack the IDX files into HDF5 shards, pretrain a small ViT with DINOv2
+# (DINO + iBOT + KoLeo), embed the train and test splits with the teacher, and evaluate them
+# with the official k-NN protocol and a linear probe. Runs every stage that exists and says
+# which stages are still to come. Rerunning resumes: shards are kept, training continues from
+# its newest checkpoint.
 #
-#   bash jobs/pipeline.sh [OUTDIR]        (default: ./out/fashion-mnist)
+#   bash jobs/pipeline.sh [OUTDIR] [key=value ...]     (default OUTDIR: ./out/fashion-mnist)
 #
-# Environment: DV_BIN (where the dinov2-* programs are), DV_RANKS (MPI ranks, default 2),
-# FMNIST (the dataset directory, default /usr/share/datasets/fashion-mnist).
+# Environment: DV_BIN (where the dinov2-* programs are), DV_RANKS (MPI ranks, default 1),
+# OMP_NUM_THREADS, FMNIST (the dataset directory, default /usr/share/datasets/fashion-mnist),
+# DV_TRAIN_IMAGES (use only the first N training images, e.g. for a quick check).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
 BIN=$(dv_find_bin)
-OUT=${1:-out/fashion-mnist}
+OUT=out/fashion-mnist
+if [ $# -gt 0 ] && [[ "$1" != *=* ]]; then OUT=$1; shift; fi
 FMNIST=${FMNIST:-/usr/share/datasets/fashion-mnist}
 CONFIG="$here/configs/fashion_mnist.yaml"
+RANKS=${DV_RANKS:-1}
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 mkdir -p "$OUT"
-echo "dinov2c pipeline: programs in $BIN, output in $OUT"
+echo "dinov2c pipeline: programs in $BIN, output in $OUT, $RANKS rank(s)"
+t0=$(date +%s)
 
 dv_stage "config: check and resolve $CONFIG"
-"$BIN/dinov2-config" --config-file "$CONFIG" --output-dir "$OUT" >"$OUT/config.yaml"
+"$BIN/dinov2-config" --config-file "$CONFIG" --output-dir "$OUT/pretrain" \
+    --world-size "$RANKS" "$@" >"$OUT/config.yaml"
 echo "resolved config written to $OUT/config.yaml"
 
-todo=()
-if [ -x "$BIN/dinov2-pack" ]; then
-    dv_stage "pack: Fashion-MNIST IDX files -> HDF5 image shards"
-    for split in train t10k; do
-        "$BIN/dinov2-pack" --idx-images "$FMNIST/$split-images-idx3-ubyte.gz" \
-            --idx-labels "$FMNIST/$split-labels-idx1-ubyte.gz" \
-            --output "$OUT/shards/$split" --prefix "$split" --shard-size 10000
-    done
-else
-    todo+=("pack (dinov2-pack, issue 5)")
+dv_stage "pack: Fashion-MNIST IDX files -> HDF5 image shards"
+if [ ! -f "$FMNIST/train-images-idx3-ubyte.gz" ]; then
+    echo "error: $FMNIST/train-images-idx3-ubyte.gz not found (apt-get install dataset-fashion-mnist, or set FMNIST)" >&2
+    exit 1
 fi
-for stage in "pretrain:dinov2-pretrain:issue 6" "eval:dinov2-eval:issue 6" \
-             "curate:dinov2-curate:to come" "highres:dinov2-highres:to come" \
-             "distill:dinov2-distill:to come"; do
-    IFS=: read -r name prog issue <<<"$stage"
-    if [ ! -x "$BIN/$prog" ]; then todo+=("$name ($prog, $issue)"); fi
+for split in train t10k; do
+    "$BIN/dinov2-pack" --idx-images "$FMNIST/$split-images-idx3-ubyte.gz" \
+        --idx-labels "$FMNIST/$split-labels-idx1-ubyte.gz" \
+        --output "$OUT/shards/$split" --prefix "$split" --shard-size 10000 --quiet
+done
+train_data="$OUT/shards/train"
+if [ -n "${DV_TRAIN_IMAGES:-}" ]; then
+    # a quick run on the first shards only (the shard size is 10000 images)
+    n=$(( (DV_TRAIN_IMAGES + 9999) / 10000 ))
+    train_data=$(ls "$OUT"/shards/train/train-*.h5 | head -n "$n" | paste -sd, -)
+fi
+echo "shards: $(ls "$OUT"/shards/train/*.h5 | wc -l) train, $(ls "$OUT"/shards/t10k/*.h5 | wc -l) test"
+
+dv_stage "pretrain: DINOv2 on the training images (labels unused)"
+dv_launch "$RANKS" "$BIN/dinov2-pretrain" --config-file "$CONFIG" --output-dir "$OUT/pretrain" \
+    data.train="$train_data" "$@"
+ckpt="$OUT/pretrain/checkpoints/$(cat "$OUT/pretrain/checkpoints/latest")"
+
+dv_stage "embed: teacher CLS features of the train and test images"
+for split in train t10k; do
+    dv_launch "$RANKS" "$BIN/dinov2-embed" --checkpoint "$ckpt" --data "$OUT/shards/$split" \
+        --output "$OUT/features/$split.h5" --image-size 0 --probe-features --no-progress
 done
 
-dv_stage "done"
-if [ ${#todo[@]} -gt 0 ]; then
-    echo "stages still to come in this version of dinov2c:"
-    printf '  - %s\n' "${todo[@]}"
-fi
+dv_stage "eval: k-NN (official protocol) and linear probe on the frozen features"
+"$BIN/dinov2-eval" knn --train "$OUT/features/train.h5" --test "$OUT/features/t10k.h5" \
+    --json "$OUT/knn.json"
+"$BIN/dinov2-eval" linear --train "$OUT/features/train.h5" --test "$OUT/features/t10k.h5" \
+    --json "$OUT/linear.json"
+
+dv_stage "done in $(( $(date +%s) - t0 )) s: results in $OUT (knn.json, linear.json)"
+echo "stages still to come in this version of dinov2c:"
+for stage in "curate:dinov2-curate" "highres:dinov2-highres" "distill:dinov2-distill"; do
+    IFS=: read -r name prog <<<"$stage"
+    if [ ! -x "$BIN/$prog" ]; then echo "  - $name ($prog)"; fi
+done
