@@ -1048,10 +1048,16 @@ static int save_file_(io_ *io, const dv_ssl *s, const dv_ckpt_extra *x, const dv
     if (fapl < 0 || H5Pset_fapl_mpio(fapl, io->comm, MPI_INFO_NULL) < 0 ||
         H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_V18) < 0)
         st = fail_h5_(io->why, io->why_len, "setting up MPI-IO for", tmp);
-    if (st == DV_OK && (f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl)) < 0) {
+    /* no modification times in the root group's header either: the same content gives the
+     * same bytes whatever the clock (and whichever ranks wrote it) */
+    hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
+    if (fcpl < 0 || H5Pset_obj_track_times(fcpl, 0) < 0)
+        st = fail_h5_(io->why, io->why_len, "setting up the file creation of", tmp);
+    if (st == DV_OK && (f = H5Fcreate(tmp, H5F_ACC_TRUNC, fcpl, fapl)) < 0) {
         h5walk_ w;
         st = fail_(io->why, io->why_len, DV_ERR_IO, "cannot create %s (%s)", tmp, h5msg_(&w));
     }
+    if (fcpl >= 0) H5Pclose(fcpl);
     if ((st = agree_(io, st)) != DV_OK) goto done;
 
     /* metadata: every rank makes the same calls with the same values */
