@@ -3,26 +3,61 @@
 
 #include <math.h>
 
+#include "softmax.h" /* softmax_exp_f32: a vectorisable expf */
+
 #define SQRT1_2_F 0.70710678118654752440f
 /* 1 / sqrt(2π) */
 #define INV_SQRT_2PI_F 0.39894228040143267794f
 
-void gelu_forward(float *y, const float *x, int64_t n) {
-#pragma omp parallel for schedule(static)
+/* The standard normal CDF Φ(x) = (1 + erf(x/√2)) / 2, written so GCC vectorises it (glibc's
+ * erff does not, and was a quarter of a small ViT's training step): erfc(z), z = |x|/√2, by
+ * the Chebyshev fit of Numerical Recipes (erfcc, fractional error < 1.2e-7) on top of
+ * softmax_exp_f32. |Φ - exact| < 2e-7 everywhere (tested against double erf). */
+static inline float normal_cdf_(float x) {
+    const float z = fabsf(x) * SQRT1_2_F; /* large z: softmax_exp_f32 clamps to exp(-88) */
+    const float t = 1.0f / (1.0f + 0.5f * z);
+    float p = 0.17087277f;
+    p = p * t - 0.82215223f;
+    p = p * t + 1.48851587f;
+    p = p * t - 1.13520398f;
+    p = p * t + 0.27886807f;
+    p = p * t - 0.18628806f;
+    p = p * t + 0.09678418f;
+    p = p * t + 0.37409196f;
+    p = p * t + 1.00002368f;
+    p = p * t - 1.26551223f;
+    const float half_erfc = 0.5f * t * softmax_exp_f32(p - z * z);
+    return 0.5f + copysignf(0.5f - half_erfc, x); /* branch-free: 1 - h for x >= 0, else h */
+}
+
+/* Blocks for the threads; `omp simd` on the inner loops because -O2's cheap cost model
+ * refuses loops of unknown length. */
+#define GELU_BLOCK 4096
+
+static void gelu_forward_block_(float *y, const float *x, int64_t n) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++) y[i] = x[i] * normal_cdf_(x[i]);
+}
+
+static void gelu_backward_block_(float *dx, const float *dy, const float *x, int64_t n) {
+#pragma omp simd
     for (int64_t i = 0; i < n; i++) {
         const float v = x[i];
-        y[i] = v * 0.5f * (1.0f + erff(v * SQRT1_2_F));
+        const float pdf = INV_SQRT_2PI_F * softmax_exp_f32(-0.5f * v * v);
+        dx[i] = dy[i] * (normal_cdf_(v) + v * pdf);
     }
+}
+
+void gelu_forward(float *y, const float *x, int64_t n) {
+#pragma omp parallel for schedule(static)
+    for (int64_t b = 0; b < n; b += GELU_BLOCK)
+        gelu_forward_block_(y + b, x + b, n - b < GELU_BLOCK ? n - b : GELU_BLOCK);
 }
 
 void gelu_backward(float *dx, const float *dy, const float *x, int64_t n) {
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; i++) {
-        const float v = x[i];
-        const float cdf = 0.5f * (1.0f + erff(v * SQRT1_2_F));
-        const float pdf = INV_SQRT_2PI_F * expf(-0.5f * v * v);
-        dx[i] = dy[i] * (cdf + v * pdf);
-    }
+    for (int64_t b = 0; b < n; b += GELU_BLOCK)
+        gelu_backward_block_(dx + b, dy + b, x + b, n - b < GELU_BLOCK ? n - b : GELU_BLOCK);
 }
 
 void swiglu_forward(float *y, const float *x12, int64_t T, int64_t H) {

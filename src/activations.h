@@ -2,7 +2,8 @@
  *
  * Shapes:
  *   GELU:   x, y, dx, dy  (n)        any contiguous array of n elements (e.g. (T, 4*D))
- *           y = 0.5 · x · (1 + erf(x / √2))          (PyTorch nn.GELU(), approximate='none')
+ *           y = 0.5 · x · (1 + erf(x / √2))          (PyTorch nn.GELU(), approximate='none';
+ *           erf to 2e-7 absolute by a vectorisable fit: see activations.c)
  *   SwiGLU: x12, dx12     (T, 2*H)   the w12 Linear output, per row [x1 (H) | x2 (H)]
  *           y, dy         (T, H)     y = silu(x1) · x2,  silu(a) = a / (1 + exp(-a))
  *           (official SwiGLUFFN: x1, x2 = w12(x).chunk(2, dim=-1); w3(silu(x1) * x2))
