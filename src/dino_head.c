@@ -6,9 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "activations.h"
+#include "backend.h"
 #include "err.h"
-#include "gemm.h"
 #include "rng.h"
 
 #define HEAD_NORM_EPS 1e-12 /* F.normalize eps for fp32 inputs */
@@ -20,6 +19,7 @@ static int64_t layer_in_(const dv_head_config *c, int i) { return i == 0 ? c->in
 
 int dv_head_init(dv_head *h, const dv_head_config *cfg) {
     memset(h, 0, sizeof *h);
+    h->be = dv_backend_cpu();
     if (cfg->nlayers < 1 || cfg->nlayers > DV_HEAD_MAX_LAYERS || cfg->in_dim < 1 ||
         cfg->out_dim < 1 || cfg->bottleneck_dim < 1 || (cfg->nlayers > 1 && cfg->hidden_dim < 1))
         return DV_ERR(DV_ERR_ARG, "bad DINO head shape: in %lld, K %lld, layers %lld, hidden %lld, "
@@ -113,19 +113,23 @@ static const float *param_(const dv_head *h, const float *w, int idx) {
 static float *grad_(const dv_head *h, float *g, int idx) {
     return idx < 0 ? NULL : g + h->params.t[idx].offset;
 }
+/* The head's compute backend (NULL: the CPU). */
+static const dv_backend *be_(const dv_head *h) { return h->be ? h->be : dv_backend_cpu(); }
 
 int dv_head_forward(const dv_head *h, const float *w, dv_head_acts *a, const float *x, int64_t n,
                     float *y) {
     const dv_head_config *c = &h->cfg;
+    const dv_backend *be = be_(h);
     if (n > a->max_rows) return DV_ERR(DV_ERR_ARG, "DINO head: %lld rows > %lld allocated",
                                        (long long)n, (long long)a->max_rows);
     a->x = x;
     const float *in = x;
     for (int i = 0; i < c->nlayers; i++) {
-        linear_forward(a->pre[i], in, param_(h, w, h->w_idx[i]), param_(h, w, h->b_idx[i]), n,
-                       layer_in_(c, i), layer_out_(c, i));
+        DV_TRY(be->linear_forward(be->ctx, a->pre[i], in, param_(h, w, h->w_idx[i]),
+                                  param_(h, w, h->b_idx[i]), n, layer_in_(c, i),
+                                  layer_out_(c, i)));
         if (i < c->nlayers - 1) {
-            gelu_forward(a->post[i], a->pre[i], n * c->hidden_dim);
+            DV_TRY(be->gelu_forward(be->ctx, a->post[i], a->pre[i], n * c->hidden_dim));
             in = a->post[i];
         }
     }
@@ -151,19 +155,19 @@ int dv_head_forward(const dv_head *h, const float *w, dv_head_acts *a, const flo
         double scale = g[k] / nv;
         for (int64_t j = 0; j < BN; j++) a->W[k * BN + j] = (float)(v[k * BN + j] * scale);
     }
-    linear_forward(y, a->z, a->W, NULL, n, BN, K);
-    return DV_OK;
+    return be->linear_forward(be->ctx, y, a->z, a->W, NULL, n, BN, K);
 }
 
 int dv_head_backward(const dv_head *h, const float *w, float *grad, dv_head_acts *a,
                      const float *dy, int64_t n, float *dx) {
     const dv_head_config *c = &h->cfg;
+    const dv_backend *be = be_(h);
     const int64_t BN = c->bottleneck_dim, K = c->out_dim;
     if (n > a->max_rows || !a->x) return DV_ERR(DV_ERR_ARG, "DINO head backward without forward");
     /* last layer: dz = dy · W, dW = dyᵀ · z, then through the weight norm into g and v */
     float *dz = a->tmp_a;
     memset(a->dW, 0, (size_t)K * (size_t)BN * sizeof *a->dW);
-    linear_backward(dz, a->dW, NULL, dy, a->z, a->W, n, BN, K, 0);
+    DV_TRY(be->linear_backward(be->ctx, dz, a->dW, NULL, dy, a->z, a->W, n, BN, K, 0));
     const float *g = param_(h, w, h->g_idx), *v = param_(h, w, h->v_idx);
     float *dg = grad_(h, grad, h->g_idx), *dv = grad_(h, grad, h->v_idx);
 #pragma omp parallel for schedule(static)
@@ -200,10 +204,11 @@ int dv_head_backward(const dv_head *h, const float *w, float *grad, dv_head_acts
     for (int i = (int)c->nlayers - 1; i >= 0; i--) {
         const float *in = i == 0 ? a->x : a->post[i - 1];
         float *din = i == 0 ? dx : spare;
-        linear_backward(din, grad_(h, grad, h->w_idx[i]), grad_(h, grad, h->b_idx[i]), d, in,
-                        param_(h, w, h->w_idx[i]), n, layer_in_(c, i), layer_out_(c, i), 0);
+        DV_TRY(be->linear_backward(be->ctx, din, grad_(h, grad, h->w_idx[i]),
+                                   grad_(h, grad, h->b_idx[i]), d, in, param_(h, w, h->w_idx[i]),
+                                   n, layer_in_(c, i), layer_out_(c, i), 0));
         if (i > 0) {
-            gelu_backward(spare, spare, a->pre[i - 1], n * c->hidden_dim);
+            DV_TRY(be->gelu_backward(be->ctx, spare, spare, a->pre[i - 1], n * c->hidden_dim));
             float *t = d;
             d = spare;
             spare = t;

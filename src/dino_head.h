@@ -18,6 +18,9 @@
  * Conventions (as the CPU ops): outputs first; parameter gradients ACCUMULATE into the flat
  * grad buffer; dx (optional) is overwritten. The forward keeps what the backward needs in a
  * dv_head_acts sized for max_rows; x must stay valid between forward and backward.
+ * The Linear layers and GELUs run on the backend h->be (src/backend.h): dv_head_init sets
+ * dv_backend_cpu(), a caller may set another after it (NULL also means the CPU). The L2
+ * normalisation and the weight norm are still host loops here.
  *
  *   dv_head head;  DV_TRY(dv_head_init(&head, &cfg));
  *   dv_head_acts a; DV_TRY(dv_head_acts_create(&head, max_rows, &a));
@@ -29,6 +32,7 @@
 
 #include <stdint.h>
 
+#include "backend.h"
 #include "params.h"
 
 #define DV_HEAD_MAX_LAYERS 8
@@ -45,6 +49,7 @@ typedef struct {
     dv_param_table params;
     int w_idx[DV_HEAD_MAX_LAYERS], b_idx[DV_HEAD_MAX_LAYERS]; /* mlp.{2i}.weight / .bias (-1: none) */
     int g_idx, v_idx;                                          /* last_layer.weight_g / _v */
+    const dv_backend *be; /* compute backend: dv_backend_cpu() after dv_head_init */
 } dv_head;
 
 typedef struct {

@@ -8,7 +8,6 @@
 
 #include "clip.h"
 #include "dino_loss.h"
-#include "ema.h"
 #include "err.h"
 #include "ibot_loss.h"
 #include "koleo.h"
@@ -99,6 +98,7 @@ static float *falloc_(int64_t n) { return malloc((size_t)(n > 0 ? n : 1) * sizeo
 
 static int create_(dv_ssl *s, const dv_config *c, int64_t B) {
     s->cfg = c;
+    s->be = dv_backend_cpu();
     s->world = 1;
     s->B = B;
     s->L = c->crops.local_crops_number;
@@ -373,6 +373,12 @@ int dv_ssl_forward_backward(dv_ssl *s, const dv_batch *b, int64_t it, dv_ssl_sta
     return DV_OK;
 }
 
+void dv_ssl_set_backend(dv_ssl *s, const dv_backend *be) {
+    s->be = be ? be : dv_backend_cpu();
+    s->vit.be = s->be;
+    for (int h = 0; h < (s->separate ? 2 : 1); h++) s->head[h].be = s->be;
+}
+
 void dv_ssl_set_comm(dv_ssl *s, dv_comm *comm) {
     s->comm = comm;
     s->world = comm ? comm->world : 1;
@@ -429,11 +435,13 @@ int dv_ssl_step(dv_ssl *s, const dv_batch *b, dv_ssl_stats *st) {
         DV_TRY(clip_grad_norm(&st->grad_norm[i], m->grad, (int64_t)m->numel, clip, NULL, NULL));
         DV_TRY(finite_or_fail_(st->grad_norm[i], dv_module_names[i], it));
     }
+    const dv_backend *be = s->be;
     for (int i = 0; i < DV_MOD_COUNT; i++) {
         dv_ssl_module *m = &s->mod[i];
         if (!m->present) continue;
-        DV_TRY(adamw_step(m->student, m->exp_avg, m->exp_avg_sq, m->grad, m->ranges, m->nranges, &hp));
-        ema_update(m->teacher, m->student, (int64_t)m->numel, st->momentum);
+        DV_TRY(be->adamw_step(be->ctx, m->student, m->exp_avg, m->exp_avg_sq, m->grad, m->ranges,
+                              m->nranges, &hp));
+        DV_TRY(be->ema_update(be->ctx, m->teacher, m->student, (int64_t)m->numel, st->momentum));
     }
     s->step = it + 1;
     return DV_OK;

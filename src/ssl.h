@@ -20,6 +20,10 @@
  * module are flat fp32 buffers laid out by its parameter table (student, teacher, grad, AdamW
  * moments). Collective sums (Sinkhorn-Knopp, centering, clipping norms) go through the
  * reduction hook; NULL = one rank.
+ *
+ * Backend: the backbone, the heads, AdamW and the EMA run on s->be (src/backend.h), the CPU
+ * after dv_ssl_create; dv_ssl_set_backend changes it for all of them. The losses, centering,
+ * Sinkhorn-Knopp, clipping and the buffers themselves are still host code and host memory.
  */
 #ifndef DV_SSL_H
 #define DV_SSL_H
@@ -27,6 +31,7 @@
 #include <stdint.h>
 
 #include "adamw.h"
+#include "backend.h"
 #include "batch.h"
 #include "centering.h"
 #include "comm.h"
@@ -60,6 +65,7 @@ typedef struct {
 
 typedef struct {
     const dv_config *cfg;
+    const dv_backend *be; /* compute backend of vit, heads, AdamW and EMA (dv_ssl_set_backend) */
     dv_vit vit;
     dv_head head[2]; /* dino, ibot (ibot only when ibot.separate_head) */
     int separate;
@@ -103,6 +109,9 @@ int dv_ssl_step(dv_ssl *s, const dv_batch *b, dv_ssl_stats *st);
  * (official). Every rank keeps full replicas of the parameters; the sharded fp16 path is
  * issue 7. */
 void dv_ssl_set_comm(dv_ssl *s, dv_comm *comm);
+
+/* Run the backbone, the heads, AdamW and the EMA on be (NULL: the CPU). */
+void dv_ssl_set_backend(dv_ssl *s, const dv_backend *be);
 
 /* FLOPs (2 per multiply-add) of one iteration's GEMMs and attention (teacher forward,
  * student forward + backward, heads), for throughput reports. */

@@ -6,8 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attention.h"
+#include "backend.h"
 #include "err.h"
-#include "ops.h"
+#include "pos_embed.h"
 #include "rng.h"
 
 /* ---- config ---------------------------------------------------------------------------------- */
@@ -151,6 +153,7 @@ static int add_(dv_vit *m, const char *name, int ndim, int64_t d0, int64_t d1, i
 
 int dv_vit_init(dv_vit *m, const dv_vit_config *cfg) {
     memset(m, 0, sizeof *m);
+    m->be = dv_backend_cpu();
     m->cfg = *cfg;
     DV_TRY(dv_vit_config_finalize(&m->cfg));
     const dv_vit_config *c = &m->cfg;
@@ -453,18 +456,6 @@ static void add_into_(float *dst, const float *src, int64_t n) {
     for (int64_t i = 0; i < n; i++) dst[i] += src[i];
 }
 
-/* y = LayerNorm(x) from saved statistics, the exact expression of layernorm_forward. */
-static void ln_apply_(float *y, const float *x, const float *mean, const float *rstd,
-                      const float *gamma, const float *beta, int64_t T, int64_t C) {
-#pragma omp parallel for schedule(static)
-    for (int64_t t = 0; t < T; t++) {
-        const float *xr = x + t * C;
-        float *yr = y + t * C;
-        const float mf = mean[t], rs = rstd[t];
-        for (int64_t i = 0; i < C; i++) yr[i] = (xr[i] - mf) * rs * gamma[i] + beta[i];
-    }
-}
-
 /* dst (nrows, D) = rows of src; the rows come in crop-contiguous runs. */
 static void gather_rows_(float *dst, const float *src, const int64_t *rows, int64_t nrows,
                          int64_t D) {
@@ -499,6 +490,8 @@ static const float *P_(const dv_vit *m, const float *w, int idx) {
 static float *G_(const dv_vit *m, float *g, int idx) {
     return idx >= 0 ? g + m->params.t[idx].offset : NULL;
 }
+/* The model's compute backend (NULL: the CPU). */
+static const dv_backend *BE_(const dv_vit *m) { return m->be ? m->be : dv_backend_cpu(); }
 
 /* ---- stochastic depth ------------------------------------------------------------------------ */
 
@@ -570,34 +563,31 @@ static void select_branch_(dv_vit_acts *a, const dv_vit *m, const dv_vit_fwd_opt
 }
 
 /* x += branch output y (scaled, LayerScale'd) over the branch's rows. */
-static void branch_add_(float *x, const float *y, const float *gamma, const dv_vit_branch *br,
-                        int64_t T, int64_t D, int64_t ngroups) {
-    if (br->full) {
-        layerscale_residual_forward(x, y, gamma, T, D);
-        return;
-    }
+static int branch_add_(const dv_backend *be, float *x, const float *y, const float *gamma,
+                       const dv_vit_branch *br, int64_t T, int64_t D, int64_t ngroups) {
+    if (br->full) return be->layerscale_residual_forward(be->ctx, x, y, gamma, T, D);
     for (int64_t g = 0; g < ngroups; g++) {
         const int64_t s = br->grp_start[g], n = br->grp_start[g + 1] - s;
         if (n > 0)
-            layerscale_residual_subset_forward(x, y + s * D, br->rows + s, n, gamma,
-                                               br->grp_scale[g], D);
+            DV_TRY(be->layerscale_residual_subset_forward(be->ctx, x, y + s * D, br->rows + s, n,
+                                                          gamma, br->grp_scale[g], D));
     }
+    return DV_OK;
 }
 
 /* dy (rows of the branch, D) from dx; dgamma accumulates. */
-static void branch_add_backward_(float *dy, float *dgamma, const float *dx, const float *y,
-                                 const float *gamma, const dv_vit_branch *br, int64_t T, int64_t D,
-                                 int64_t ngroups) {
-    if (br->full) {
-        layerscale_residual_backward(dy, dgamma, dx, y, gamma, T, D);
-        return;
-    }
+static int branch_add_backward_(const dv_backend *be, float *dy, float *dgamma, const float *dx,
+                                const float *y, const float *gamma, const dv_vit_branch *br,
+                                int64_t T, int64_t D, int64_t ngroups) {
+    if (br->full) return be->layerscale_residual_backward(be->ctx, dy, dgamma, dx, y, gamma, T, D);
     for (int64_t g = 0; g < ngroups; g++) {
         const int64_t s = br->grp_start[g], n = br->grp_start[g + 1] - s;
         if (n > 0)
-            layerscale_residual_subset_backward(dy + s * D, dgamma, dx, y + s * D, br->rows + s, n,
-                                                gamma, br->grp_scale[g], D);
+            DV_TRY(be->layerscale_residual_subset_backward(be->ctx, dy + s * D, dgamma, dx,
+                                                           y + s * D, br->rows + s, n, gamma,
+                                                           br->grp_scale[g], D));
     }
+    return DV_OK;
 }
 
 /* ---- forward --------------------------------------------------------------------------------- */
@@ -607,19 +597,22 @@ static int prepare_tokens_(const dv_vit *m, const float *w, dv_vit_acts *a) {
     const int64_t D = c->embed_dim, R = c->num_register_tokens, p = c->patch_size, M = m->grid;
     const float *cls = P_(m, w, m->cls_token), *pos = P_(m, w, m->pos_embed);
     const float *reg = P_(m, w, m->register_tokens), *mtok = P_(m, w, m->mask_token);
+    const dv_backend *be = BE_(m);
     for (int64_t g = 0; g < a->ngroups; g++) {
         const dv_vit_group_layout *gl = &a->grp[g];
         const int64_t L = gl->L, P = gl->P, n = gl->n;
         float *X = a->x0 + gl->row0 * D;
-        patch_embed_forward(X + (1 + R) * D, a->cols, gl->images, P_(m, w, m->pe_w),
-                            P_(m, w, m->pe_b), n, 3, gl->H, gl->W, p, D, L);
+        DV_TRY(be->patch_embed_forward(be->ctx, X + (1 + R) * D, a->cols, gl->images,
+                                       P_(m, w, m->pe_w), P_(m, w, m->pe_b), n, 3, gl->H, gl->W,
+                                       p, D, L));
         const float *pe = pos;
         if (!pos_embed_is_identity(M, gl->H, gl->W, p)) {
-            const size_t need = pos_embed_workspace_size(
-                M, D, gl->h0, gl->w0, c->interpolate_offset, c->interpolate_antialias);
+            const size_t need = be->pos_embed_workspace_size(
+                be->ctx, M, D, gl->h0, gl->w0, c->interpolate_offset, c->interpolate_antialias);
             DV_TRY(grow_(&a->pos_work, &a->pos_work_bytes, need));
-            DV_TRY(pos_embed_forward(a->pos, pos, M, D, gl->h0, gl->w0, c->interpolate_offset,
-                                     c->interpolate_antialias, a->pos_work, a->pos_work_bytes));
+            DV_TRY(be->pos_embed_forward(be->ctx, a->pos, pos, M, D, gl->h0, gl->w0,
+                                         c->interpolate_offset, c->interpolate_antialias,
+                                         a->pos_work, a->pos_work_bytes));
             pe = a->pos;
         }
         const uint8_t *masks = gl->masks;
@@ -647,6 +640,8 @@ static int block_forward_(const dv_vit *m, const float *w, dv_vit_acts *a, int64
     const dv_vit_config *c = &m->cfg;
     const dv_vit_block_params *bp = &m->blk[i];
     dv_vit_block_acts *b = &a->blk[i];
+    const dv_backend *be = BE_(m);
+    void *ctx = be->ctx;
     const int64_t T = a->T, D = c->embed_dim, NH = c->num_heads, Hf = c->ffn_hidden;
     const float eps = (float)c->norm_eps;
     float *x_in = a->xs[i], *x_mid = b->x_mid, *x_out = a->xs[i + 1];
@@ -665,15 +660,17 @@ static int block_forward_(const dv_vit *m, const float *w, dv_vit_acts *a, int64
             seg = br->seg;
             nseg = br->nseg;
         }
-        layernorm_forward(a->s_ln, b->ln1_mean, b->ln1_rstd, src, P_(m, w, bp->norm1_w),
-                          P_(m, w, bp->norm1_b), Ts, D, eps);
-        linear_forward(b->qkv, a->s_ln, P_(m, w, bp->qkv_w), P_(m, w, bp->qkv_b), Ts, D, 3 * D);
-        DV_TRY(attention_forward(b->att, b->lse, b->qkv, seg, nseg, Ts, D, NH, a->att_work,
-                                 a->att_work_floats));
-        linear_forward(b->y1, b->att, P_(m, w, bp->proj_w), P_(m, w, bp->proj_b), Ts, D, D);
+        DV_TRY(be->layernorm_forward(ctx, a->s_ln, b->ln1_mean, b->ln1_rstd, src,
+                                     P_(m, w, bp->norm1_w), P_(m, w, bp->norm1_b), Ts, D, eps));
+        DV_TRY(be->linear_forward(ctx, b->qkv, a->s_ln, P_(m, w, bp->qkv_w), P_(m, w, bp->qkv_b),
+                                  Ts, D, 3 * D));
+        DV_TRY(be->attention_forward(ctx, b->att, b->lse, b->qkv, seg, nseg, Ts, D, NH,
+                                     a->att_work, a->att_work_floats));
+        DV_TRY(be->linear_forward(ctx, b->y1, b->att, P_(m, w, bp->proj_w), P_(m, w, bp->proj_b),
+                                  Ts, D, D));
     }
     copy_(x_mid, x_in, T * D);
-    if (Ts > 0) branch_add_(x_mid, b->y1, P_(m, w, bp->ls1), br, T, D, a->ngroups);
+    if (Ts > 0) DV_TRY(branch_add_(be, x_mid, b->y1, P_(m, w, bp->ls1), br, T, D, a->ngroups));
 
     /* FFN branch */
     br = &b->br[1];
@@ -685,31 +682,35 @@ static int block_forward_(const dv_vit *m, const float *w, dv_vit_acts *a, int64
             gather_rows_(a->s_x, x_mid, br->rows, Ts, D);
             src = a->s_x;
         }
-        layernorm_forward(a->s_ln, b->ln2_mean, b->ln2_rstd, src, P_(m, w, bp->norm2_w),
-                          P_(m, w, bp->norm2_b), Ts, D, eps);
+        DV_TRY(be->layernorm_forward(ctx, a->s_ln, b->ln2_mean, b->ln2_rstd, src,
+                                     P_(m, w, bp->norm2_w), P_(m, w, bp->norm2_b), Ts, D, eps));
         switch (c->ffn) {
         case DV_FFN_MLP:
-            linear_forward(b->h_pre, a->s_ln, P_(m, w, bp->fc1_w), P_(m, w, bp->fc1_b), Ts, D, Hf);
-            gelu_forward(a->s_h, b->h_pre, Ts * Hf);
-            linear_forward(b->y2, a->s_h, P_(m, w, bp->fc2_w), P_(m, w, bp->fc2_b), Ts, Hf, D);
+            DV_TRY(be->linear_forward(ctx, b->h_pre, a->s_ln, P_(m, w, bp->fc1_w),
+                                      P_(m, w, bp->fc1_b), Ts, D, Hf));
+            DV_TRY(be->gelu_forward(ctx, a->s_h, b->h_pre, Ts * Hf));
+            DV_TRY(be->linear_forward(ctx, b->y2, a->s_h, P_(m, w, bp->fc2_w),
+                                      P_(m, w, bp->fc2_b), Ts, Hf, D));
             break;
         case DV_FFN_SWIGLU:
-            linear_forward(b->h_pre, a->s_ln, P_(m, w, bp->fc1_w), P_(m, w, bp->fc1_b), Ts, D,
-                           2 * Hf);
-            swiglu_forward(a->s_h, b->h_pre, Ts, Hf);
-            linear_forward(b->y2, a->s_h, P_(m, w, bp->fc2_w), P_(m, w, bp->fc2_b), Ts, Hf, D);
+            DV_TRY(be->linear_forward(ctx, b->h_pre, a->s_ln, P_(m, w, bp->fc1_w),
+                                      P_(m, w, bp->fc1_b), Ts, D, 2 * Hf));
+            DV_TRY(be->swiglu_forward(ctx, a->s_h, b->h_pre, Ts, Hf));
+            DV_TRY(be->linear_forward(ctx, b->y2, a->s_h, P_(m, w, bp->fc2_w),
+                                      P_(m, w, bp->fc2_b), Ts, Hf, D));
             break;
         case DV_FFN_IDENTITY: copy_(b->y2, a->s_ln, Ts * D); break;
         }
     }
     copy_(x_out, x_mid, T * D);
-    if (Ts > 0) branch_add_(x_out, b->y2, P_(m, w, bp->ls2), br, T, D, a->ngroups);
+    if (Ts > 0) DV_TRY(branch_add_(be, x_out, b->y2, P_(m, w, bp->ls2), br, T, D, a->ngroups));
     return DV_OK;
 }
 
 int dv_vit_forward(const dv_vit *m, const float *w, dv_vit_acts *a, const dv_vit_group *groups,
                    int64_t ngroups, const dv_vit_fwd_opts *opts) {
     const dv_vit_config *c = &m->cfg;
+    const dv_backend *be = BE_(m);
     const int64_t D = c->embed_dim, R = c->num_register_tokens, p = c->patch_size;
     if (ngroups < 1) return DV_ERR(DV_ERR_ARG, "dv_vit_forward: no crop groups");
     if (a->D != D || a->R != R)
@@ -769,7 +770,7 @@ int dv_vit_forward(const dv_vit *m, const float *w, dv_vit_acts *a, const dv_vit
     }
     a->n_inter = n_inter;
     for (int k = 0; k < n_inter; k++) a->inter_blocks[k] = opts->inter_blocks[k];
-    const size_t need = attention_workspace_floats(Lmax, 0);
+    const size_t need = be->attention_workspace_floats(be->ctx, Lmax, 0);
     if (need > a->att_work_floats) {
         float *aw = realloc(a->att_work, need * sizeof *aw);
         if (!aw)
@@ -784,29 +785,30 @@ int dv_vit_forward(const dv_vit *m, const float *w, dv_vit_acts *a, const dv_vit
         for (int k = 0; k < n_inter; k++)
             if (a->inter_blocks[k] == i) {
                 copy_(a->inter_raw[k], a->xs[i + 1], T * D);
-                layernorm_forward(a->inter_norm[k], a->inter_mean[k], a->inter_rstd[k],
-                                  a->xs[i + 1], P_(m, w, m->norm_w), P_(m, w, m->norm_b), T, D,
-                                  (float)c->norm_eps);
+                DV_TRY(be->layernorm_forward(be->ctx, a->inter_norm[k], a->inter_mean[k],
+                                             a->inter_rstd[k], a->xs[i + 1], P_(m, w, m->norm_w),
+                                             P_(m, w, m->norm_b), T, D, (float)c->norm_eps));
             }
     }
-    layernorm_forward(a->x_norm, a->norm_mean, a->norm_rstd, a->x_prenorm, P_(m, w, m->norm_w),
-                      P_(m, w, m->norm_b), T, D, (float)c->norm_eps);
-    return DV_OK;
+    return be->layernorm_forward(be->ctx, a->x_norm, a->norm_mean, a->norm_rstd, a->x_prenorm,
+                                 P_(m, w, m->norm_w), P_(m, w, m->norm_b), T, D,
+                                 (float)c->norm_eps);
 }
 
 /* ---- backward -------------------------------------------------------------------------------- */
 
 /* LayerNorm backward of a branch input: straight into g_x (full) or via g_sub and a scatter. */
-static void branch_ln_backward_(dv_vit_acts *a, const dv_vit_branch *br, const float *dln,
-                                const float *x_full, const float *x_sub, const float *mean,
-                                const float *rstd, const float *gamma, float *dgamma, float *dbeta,
-                                int64_t D) {
-    if (br->full) {
-        layernorm_backward(a->g_x, dgamma, dbeta, dln, x_full, mean, rstd, gamma, a->T, D, 1);
-    } else {
-        layernorm_backward(a->g_sub, dgamma, dbeta, dln, x_sub, mean, rstd, gamma, br->nrows, D, 0);
-        scatter_add_rows_(a->g_x, a->g_sub, br->rows, br->nrows, D);
-    }
+static int branch_ln_backward_(const dv_backend *be, dv_vit_acts *a, const dv_vit_branch *br,
+                               const float *dln, const float *x_full, const float *x_sub,
+                               const float *mean, const float *rstd, const float *gamma,
+                               float *dgamma, float *dbeta, int64_t D) {
+    if (br->full)
+        return be->layernorm_backward(be->ctx, a->g_x, dgamma, dbeta, dln, x_full, mean, rstd,
+                                      gamma, a->T, D, 1);
+    DV_TRY(be->layernorm_backward(be->ctx, a->g_sub, dgamma, dbeta, dln, x_sub, mean, rstd, gamma,
+                                  br->nrows, D, 0));
+    scatter_add_rows_(a->g_x, a->g_sub, br->rows, br->nrows, D);
+    return DV_OK;
 }
 
 static int block_backward_(const dv_vit *m, const float *w, float *grad, dv_vit_acts *a,
@@ -814,55 +816,63 @@ static int block_backward_(const dv_vit *m, const float *w, float *grad, dv_vit_
     const dv_vit_config *c = &m->cfg;
     const dv_vit_block_params *bp = &m->blk[i];
     dv_vit_block_acts *b = &a->blk[i];
+    const dv_backend *be = BE_(m);
+    void *ctx = be->ctx;
     const int64_t T = a->T, D = c->embed_dim, NH = c->num_heads, Hf = c->ffn_hidden;
+    const float eps = (float)c->norm_eps;
     const float *x_in = a->xs[i], *x_mid = b->x_mid;
 
     /* FFN branch: g_x holds dloss/dx_out */
     const dv_vit_branch *br = &b->br[1];
     int64_t Ts = br->nrows;
     if (Ts > 0) {
-        branch_add_backward_(a->g_y, G_(m, grad, bp->ls2), a->g_x, b->y2, P_(m, w, bp->ls2), br, T,
-                             D, a->ngroups);
+        DV_TRY(branch_add_backward_(be, a->g_y, G_(m, grad, bp->ls2), a->g_x, b->y2,
+                                    P_(m, w, bp->ls2), br, T, D, a->ngroups));
         const float *src = x_mid;
         if (!br->full) {
             gather_rows_(a->s_x, x_mid, br->rows, Ts, D);
             src = a->s_x;
         }
-        ln_apply_(a->s_ln, src, b->ln2_mean, b->ln2_rstd, P_(m, w, bp->norm2_w),
-                  P_(m, w, bp->norm2_b), Ts, D);
+        /* LayerNorm output recomputed: the same rows give the same statistics, bit for bit */
+        DV_TRY(be->layernorm_forward(ctx, a->s_ln, NULL, NULL, src, P_(m, w, bp->norm2_w),
+                                     P_(m, w, bp->norm2_b), Ts, D, eps));
         const float *dln = a->g_ln;
         switch (c->ffn) {
         case DV_FFN_MLP:
-            gelu_forward(a->s_h, b->h_pre, Ts * Hf);
-            linear_backward(a->g_h, G_(m, grad, bp->fc2_w), G_(m, grad, bp->fc2_b), a->g_y, a->s_h,
-                            P_(m, w, bp->fc2_w), Ts, Hf, D, 0);
-            gelu_backward(a->g_h, a->g_h, b->h_pre, Ts * Hf);
-            linear_backward(a->g_ln, G_(m, grad, bp->fc1_w), G_(m, grad, bp->fc1_b), a->g_h,
-                            a->s_ln, P_(m, w, bp->fc1_w), Ts, D, Hf, 0);
+            DV_TRY(be->gelu_forward(ctx, a->s_h, b->h_pre, Ts * Hf));
+            DV_TRY(be->linear_backward(ctx, a->g_h, G_(m, grad, bp->fc2_w),
+                                       G_(m, grad, bp->fc2_b), a->g_y, a->s_h,
+                                       P_(m, w, bp->fc2_w), Ts, Hf, D, 0));
+            DV_TRY(be->gelu_backward(ctx, a->g_h, a->g_h, b->h_pre, Ts * Hf));
+            DV_TRY(be->linear_backward(ctx, a->g_ln, G_(m, grad, bp->fc1_w),
+                                       G_(m, grad, bp->fc1_b), a->g_h, a->s_ln,
+                                       P_(m, w, bp->fc1_w), Ts, D, Hf, 0));
             break;
         case DV_FFN_SWIGLU:
-            swiglu_forward(a->s_h, b->h_pre, Ts, Hf);
+            DV_TRY(be->swiglu_forward(ctx, a->s_h, b->h_pre, Ts, Hf));
             /* dW3 from the hidden activations first, then dhidden over them (no aliasing) */
-            linear_backward(NULL, G_(m, grad, bp->fc2_w), G_(m, grad, bp->fc2_b), a->g_y, a->s_h,
-                            P_(m, w, bp->fc2_w), Ts, Hf, D, 0);
-            gemm_f32(0, 0, Ts, Hf, D, 1.0f, a->g_y, D, P_(m, w, bp->fc2_w), Hf, 0.0f, a->s_h, Hf);
-            swiglu_backward(a->g_h, a->s_h, b->h_pre, Ts, Hf);
-            linear_backward(a->g_ln, G_(m, grad, bp->fc1_w), G_(m, grad, bp->fc1_b), a->g_h,
-                            a->s_ln, P_(m, w, bp->fc1_w), Ts, D, 2 * Hf, 0);
+            DV_TRY(be->linear_backward(ctx, NULL, G_(m, grad, bp->fc2_w), G_(m, grad, bp->fc2_b),
+                                       a->g_y, a->s_h, P_(m, w, bp->fc2_w), Ts, Hf, D, 0));
+            DV_TRY(be->gemm_f32(ctx, 0, 0, Ts, Hf, D, 1.0f, a->g_y, D, P_(m, w, bp->fc2_w), Hf,
+                                0.0f, a->s_h, Hf));
+            DV_TRY(be->swiglu_backward(ctx, a->g_h, a->s_h, b->h_pre, Ts, Hf));
+            DV_TRY(be->linear_backward(ctx, a->g_ln, G_(m, grad, bp->fc1_w),
+                                       G_(m, grad, bp->fc1_b), a->g_h, a->s_ln,
+                                       P_(m, w, bp->fc1_w), Ts, D, 2 * Hf, 0));
             break;
         case DV_FFN_IDENTITY: dln = a->g_y; break;
         }
-        branch_ln_backward_(a, br, dln, x_mid, a->s_x, b->ln2_mean, b->ln2_rstd,
-                            P_(m, w, bp->norm2_w), G_(m, grad, bp->norm2_w),
-                            G_(m, grad, bp->norm2_b), D);
+        DV_TRY(branch_ln_backward_(be, a, br, dln, x_mid, a->s_x, b->ln2_mean, b->ln2_rstd,
+                                   P_(m, w, bp->norm2_w), G_(m, grad, bp->norm2_w),
+                                   G_(m, grad, bp->norm2_b), D));
     }
 
     /* attention branch: g_x holds dloss/dx_mid */
     br = &b->br[0];
     Ts = br->nrows;
     if (Ts > 0) {
-        branch_add_backward_(a->g_y, G_(m, grad, bp->ls1), a->g_x, b->y1, P_(m, w, bp->ls1), br, T,
-                             D, a->ngroups);
+        DV_TRY(branch_add_backward_(be, a->g_y, G_(m, grad, bp->ls1), a->g_x, b->y1,
+                                    P_(m, w, bp->ls1), br, T, D, a->ngroups));
         const float *src = x_in;
         const attention_segment *seg = a->seg;
         int64_t nseg = a->ncrops;
@@ -872,17 +882,18 @@ static int block_backward_(const dv_vit *m, const float *w, float *grad, dv_vit_
             seg = br->seg;
             nseg = br->nseg;
         }
-        linear_backward(a->g_att, G_(m, grad, bp->proj_w), G_(m, grad, bp->proj_b), a->g_y, b->att,
-                        P_(m, w, bp->proj_w), Ts, D, D, 0);
-        DV_TRY(attention_backward(a->g_qkv, a->g_att, b->qkv, b->lse, seg, nseg, Ts, D, NH,
-                                  a->att_work, a->att_work_floats));
-        ln_apply_(a->s_ln, src, b->ln1_mean, b->ln1_rstd, P_(m, w, bp->norm1_w),
-                  P_(m, w, bp->norm1_b), Ts, D);
-        linear_backward(a->g_ln, G_(m, grad, bp->qkv_w), G_(m, grad, bp->qkv_b), a->g_qkv, a->s_ln,
-                        P_(m, w, bp->qkv_w), Ts, D, 3 * D, 0);
-        branch_ln_backward_(a, br, a->g_ln, x_in, a->s_x, b->ln1_mean, b->ln1_rstd,
-                            P_(m, w, bp->norm1_w), G_(m, grad, bp->norm1_w),
-                            G_(m, grad, bp->norm1_b), D);
+        DV_TRY(be->linear_backward(ctx, a->g_att, G_(m, grad, bp->proj_w),
+                                   G_(m, grad, bp->proj_b), a->g_y, b->att, P_(m, w, bp->proj_w),
+                                   Ts, D, D, 0));
+        DV_TRY(be->attention_backward(ctx, a->g_qkv, a->g_att, b->qkv, b->lse, seg, nseg, Ts, D,
+                                      NH, a->att_work, a->att_work_floats));
+        DV_TRY(be->layernorm_forward(ctx, a->s_ln, NULL, NULL, src, P_(m, w, bp->norm1_w),
+                                     P_(m, w, bp->norm1_b), Ts, D, eps));
+        DV_TRY(be->linear_backward(ctx, a->g_ln, G_(m, grad, bp->qkv_w), G_(m, grad, bp->qkv_b),
+                                   a->g_qkv, a->s_ln, P_(m, w, bp->qkv_w), Ts, D, 3 * D, 0));
+        DV_TRY(branch_ln_backward_(be, a, br, a->g_ln, x_in, a->s_x, b->ln1_mean, b->ln1_rstd,
+                                   P_(m, w, bp->norm1_w), G_(m, grad, bp->norm1_w),
+                                   G_(m, grad, bp->norm1_b), D));
     }
     return DV_OK;
 }
@@ -893,6 +904,8 @@ static int tokens_backward_(const dv_vit *m, const float *w, float *grad, dv_vit
     const int64_t D = c->embed_dim, R = c->num_register_tokens, p = c->patch_size, M = m->grid;
     float *gcls = G_(m, grad, m->cls_token), *gpos = G_(m, grad, m->pos_embed);
     float *greg = G_(m, grad, m->register_tokens), *gmask = G_(m, grad, m->mask_token);
+    const dv_backend *be = BE_(m);
+    void *ctx = be->ctx;
     for (int64_t g = 0; g < a->ngroups; g++) {
         const dv_vit_group_layout *gl = &a->grp[g];
         const int64_t L = gl->L, P = gl->P, n = gl->n;
@@ -900,20 +913,21 @@ static int tokens_backward_(const dv_vit *m, const float *w, float *grad, dv_vit
         /* positional embedding of the group: Σ over crops of the cls and patch rows */
         float *dpe = a->pos; /* (1 + P, D) */
         zero_(dpe, (1 + P) * D);
-        linear_bias_backward(dpe, G, n, D, L * D);
-        linear_bias_backward(dpe + D, G + (1 + R) * D, n, P * D, L * D);
+        DV_TRY(be->linear_bias_backward(ctx, dpe, G, n, D, L * D));
+        DV_TRY(be->linear_bias_backward(ctx, dpe + D, G + (1 + R) * D, n, P * D, L * D));
         add_into_(gcls, dpe, D);
         if (pos_embed_is_identity(M, gl->H, gl->W, p)) {
             add_into_(gpos, dpe, (1 + P) * D);
         } else {
-            const size_t need = pos_embed_workspace_size(
-                M, D, gl->h0, gl->w0, c->interpolate_offset, c->interpolate_antialias);
+            const size_t need = be->pos_embed_workspace_size(
+                ctx, M, D, gl->h0, gl->w0, c->interpolate_offset, c->interpolate_antialias);
             DV_TRY(grow_(&a->pos_work, &a->pos_work_bytes, need));
-            DV_TRY(pos_embed_backward(gpos, dpe, M, D, gl->h0, gl->w0, c->interpolate_offset,
-                                      c->interpolate_antialias, a->pos_work, a->pos_work_bytes));
+            DV_TRY(be->pos_embed_backward(ctx, gpos, dpe, M, D, gl->h0, gl->w0,
+                                          c->interpolate_offset, c->interpolate_antialias,
+                                          a->pos_work, a->pos_work_bytes));
         }
         for (int64_t r = 0; r < R; r++)
-            linear_bias_backward(greg + r * D, G + (1 + r) * D, n, D, L * D);
+            DV_TRY(be->linear_bias_backward(ctx, greg + r * D, G + (1 + r) * D, n, D, L * D));
         /* masked patches: their gradient goes to mask_token, not to the patch embedding */
         if (gl->masks) {
             for (int64_t ci = 0; ci < n; ci++)
@@ -924,9 +938,10 @@ static int tokens_backward_(const dv_vit *m, const float *w, float *grad, dv_vit
                         memset(row, 0, (size_t)D * sizeof *row);
                     }
         }
-        patch_embed_backward(dimages ? dimages[g] : NULL, G_(m, grad, m->pe_w),
-                             G_(m, grad, m->pe_b), a->cols, G + (1 + R) * D, gl->images,
-                             P_(m, w, m->pe_w), n, 3, gl->H, gl->W, p, D, L);
+        DV_TRY(be->patch_embed_backward(ctx, dimages ? dimages[g] : NULL, G_(m, grad, m->pe_w),
+                                        G_(m, grad, m->pe_b), a->cols, G + (1 + R) * D,
+                                        gl->images, P_(m, w, m->pe_w), n, 3, gl->H, gl->W, p, D,
+                                        L));
     }
     return DV_OK;
 }
@@ -934,6 +949,7 @@ static int tokens_backward_(const dv_vit *m, const float *w, float *grad, dv_vit
 int dv_vit_backward(const dv_vit *m, const float *w, float *grad, dv_vit_acts *a,
                     const dv_vit_grads_in *gin, float *const *dimages) {
     const dv_vit_config *c = &m->cfg;
+    const dv_backend *be = BE_(m);
     const int64_t T = a->T, D = c->embed_dim;
     if (!a->training)
         return DV_ERR(DV_ERR_ARG, "dv_vit_backward: activations were created for inference");
@@ -945,17 +961,19 @@ int dv_vit_backward(const dv_vit *m, const float *w, float *grad, dv_vit_acts *a
     else
         zero_(a->g_x, T * D);
     if (gin->d_norm)
-        layernorm_backward(a->g_x, G_(m, grad, m->norm_w), G_(m, grad, m->norm_b), gin->d_norm,
-                           a->x_prenorm, a->norm_mean, a->norm_rstd, P_(m, w, m->norm_w), T, D, 1);
+        DV_TRY(be->layernorm_backward(be->ctx, a->g_x, G_(m, grad, m->norm_w),
+                                      G_(m, grad, m->norm_b), gin->d_norm, a->x_prenorm,
+                                      a->norm_mean, a->norm_rstd, P_(m, w, m->norm_w), T, D, 1));
     for (int64_t i = c->depth - 1; i >= 0; i--) {
         for (int k = 0; k < a->n_inter; k++) {
             if (a->inter_blocks[k] != i) continue;
             if (gin->d_inter_raw && gin->d_inter_raw[k])
                 add_into_(a->g_x, gin->d_inter_raw[k], T * D);
             if (gin->d_inter_norm && gin->d_inter_norm[k])
-                layernorm_backward(a->g_x, G_(m, grad, m->norm_w), G_(m, grad, m->norm_b),
-                                   gin->d_inter_norm[k], a->xs[i + 1], a->inter_mean[k],
-                                   a->inter_rstd[k], P_(m, w, m->norm_w), T, D, 1);
+                DV_TRY(be->layernorm_backward(be->ctx, a->g_x, G_(m, grad, m->norm_w),
+                                              G_(m, grad, m->norm_b), gin->d_inter_norm[k],
+                                              a->xs[i + 1], a->inter_mean[k], a->inter_rstd[k],
+                                              P_(m, w, m->norm_w), T, D, 1));
         }
         DV_TRY(block_backward_(m, w, grad, a, i));
     }

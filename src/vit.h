@@ -49,6 +49,12 @@
  *
  * One dv_vit_acts per concurrent forward; the model and the weights are only read.
  *
+ * Backend: every compute op (Linear/GEMM, LayerNorm, GELU, SwiGLU, attention, LayerScale
+ * residual, patch embed, pos-embed resampling) goes through the table m->be (src/backend.h).
+ * dv_vit_init sets it to dv_backend_cpu(); a caller may set m->be to another backend after
+ * dv_vit_init (NULL also means the CPU). Weights, gradients, images and activations must then
+ * live in that backend's memory.
+ *
  * Conventions: as the CPU ops (src/ops.h) — row-major fp32, parameters in one flat buffer laid
  * out by m->params (src/params.h), gradients ACCUMULATE (+=) into a flat buffer of the same
  * layout, image gradients are overwritten. Functions return DV_OK or a dv_status.
@@ -73,6 +79,7 @@
 #include <stdint.h>
 
 #include "attention.h"
+#include "backend.h"
 #include "params.h"
 
 typedef enum { DV_FFN_MLP = 0, DV_FFN_SWIGLU = 1, DV_FFN_IDENTITY = 2 } dv_ffn_kind;
@@ -125,8 +132,10 @@ typedef struct {
     int cls_token, pos_embed, register_tokens, mask_token, pe_w, pe_b, norm_w, norm_b;
     dv_vit_block_params *blk; /* depth entries */
     int64_t grid;             /* M */
+    const dv_backend *be;     /* compute backend: dv_backend_cpu() after dv_vit_init */
 } dv_vit;
 
+/* The table of a finalized copy of cfg, with m->be = dv_backend_cpu(). */
 int dv_vit_init(dv_vit *m, const dv_vit_config *cfg);
 void dv_vit_free(dv_vit *m);
 
