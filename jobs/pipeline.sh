@@ -54,6 +54,7 @@ dv_launch "$RANKS" "$BIN/dinov2-pretrain" --config-file "$CONFIG" --output-dir "
 ckpt="$OUT/pretrain/checkpoints/$(cat "$OUT/pretrain/checkpoints/latest")"
 
 dv_stage "embed: teacher CLS features of the train and test images"
+mkdir -p "$OUT/features"
 for split in train t10k; do
     dv_launch "$RANKS" "$BIN/dinov2-embed" --checkpoint "$ckpt" --data "$OUT/shards/$split" \
         --output "$OUT/features/$split.h5" --image-size 0 --probe-features --no-progress
