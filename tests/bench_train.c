@@ -45,43 +45,11 @@
 #include "ssl.h"
 #include "timer.h"
 #include "vit.h"
+#include "bench_sgemm.h"
 
 #define PYTORCH_REF_IMG_PER_S 0.72
 
-static double sgemm_gflops(int M, int N, int K, double seconds) {
-    float *A = malloc(sizeof *A * (size_t)M * K), *B = malloc(sizeof *B * (size_t)K * N),
-          *C = malloc(sizeof *C * (size_t)M * N);
-    if (!A || !B || !C) {
-        free(A);
-        free(B);
-        free(C);
-        return 0.0;
-    }
-    dv_rng r;
-    dv_rng_init(&r, 1, DV_RNG_TEST, 0, 0);
-    for (size_t i = 0; i < (size_t)M * K; i++) A[i] = dv_rng_uniform(&r) - 0.5f;
-    for (size_t i = 0; i < (size_t)K * N; i++) B[i] = dv_rng_uniform(&r) - 0.5f;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.f, A, K, B, K, 0.f, C, N);
-    int reps = 0;
-    double t0 = dv_now(), t;
-    do {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.f, A, K, B, K, 0.f, C, N);
-        reps++;
-    } while ((t = dv_now() - t0) < seconds);
-    free(A);
-    free(B);
-    free(C);
-    return 2.0 * M * N * K * reps / t * 1e-9;
-}
 
-static double sgemm_best(int M, int n, double seconds) {
-    double best = 0.0;
-    for (int k = 0; k < n; k++) {
-        const double g = sgemm_gflops(M, 1536, 384, seconds);
-        if (g > best) best = g;
-    }
-    return best;
-}
 
 static double tv_s(const struct timeval *t) { return (double)t->tv_sec + 1e-6 * (double)t->tv_usec; }
 
@@ -184,7 +152,7 @@ int main(void) {
 
     /* sgemm reference on the fc1 shape of the 16 global crops */
     const int M = (int)(2 * B * (1 + b.N));
-    double sgemm = sgemm_best(M, 3, 0.4);
+    double sgemm = bench_sgemm_best(M, 3, 0.4);
 
     double t0 = dv_now();
     dv_ssl s;
@@ -215,7 +183,7 @@ int main(void) {
     const double cpu = (tv_s(&ru1.ru_utime) + tv_s(&ru1.ru_stime) - tv_s(&ru0.ru_utime) -
                         tv_s(&ru0.ru_stime)) / (double)reps;
     const double minflt = (double)(ru1.ru_minflt - ru0.ru_minflt) / (double)reps;
-    const double sgemm_after = sgemm_best(M, 2, 0.4);
+    const double sgemm_after = bench_sgemm_best(M, 2, 0.4);
     if (sgemm_after > sgemm) sgemm = sgemm_after;
 
     struct rusage ru;

@@ -23,27 +23,8 @@
 #include "rng.h"
 #include "timer.h"
 #include "vit.h"
+#include "bench_sgemm.h"
 
-static double sgemm_gflops(int M, int N, int K, double seconds) {
-    float *A = malloc(sizeof *A * (size_t)M * K), *B = malloc(sizeof *B * (size_t)K * N),
-          *C = malloc(sizeof *C * (size_t)M * N);
-    if (!A || !B || !C) return 0.0;
-    dv_rng r;
-    dv_rng_init(&r, 1, DV_RNG_TEST, 0, 0);
-    for (size_t i = 0; i < (size_t)M * K; i++) A[i] = dv_rng_uniform(&r) - 0.5f;
-    for (size_t i = 0; i < (size_t)K * N; i++) B[i] = dv_rng_uniform(&r) - 0.5f;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.f, A, K, B, K, 0.f, C, N);
-    int reps = 0;
-    double t0 = dv_now(), t;
-    do {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1.f, A, K, B, K, 0.f, C, N);
-        reps++;
-    } while ((t = dv_now() - t0) < seconds);
-    free(A);
-    free(B);
-    free(C);
-    return 2.0 * M * N * K * reps / t * 1e-9;
-}
 
 static int64_t env_int(const char *name, int64_t def) {
     const char *s = getenv(name);
@@ -52,14 +33,6 @@ static int64_t env_int(const char *name, int64_t def) {
 
 /* Best of `n` measurements of `seconds` each: the machine may be shared, the best is the rate
  * the cores deliver when this process has them. */
-static double sgemm_best(int M, int n, double seconds) {
-    double best = 0.0;
-    for (int k = 0; k < n; k++) {
-        const double g = sgemm_gflops(M, 1536, 384, seconds);
-        if (g > best) best = g;
-    }
-    return best;
-}
 
 int main(void) {
     const int64_t B = env_int("DV_BENCH_BATCH", 32), reps = env_int("DV_BENCH_REPS", 1);
@@ -71,7 +44,7 @@ int main(void) {
     printf("openblas_threads=%d\n", openblas_get_num_threads());
     printf("omp_threads=%d\n", threads);
     const int M = (int)(B * 257);
-    double sgemm = sgemm_best(M, 3, 0.4);
+    double sgemm = bench_sgemm_best(M, 3, 0.4);
 
     dv_vit_config cfg;
     dv_vit m;
@@ -119,7 +92,7 @@ int main(void) {
         if (dv_vit_backward(&m, w, grad, at, &gi, NULL) != DV_OK) return 1;
     }
     const double tb = (dv_now() - t0) / (double)reps;
-    const double sgemm_after = sgemm_best(M, 2, 0.4);
+    const double sgemm_after = bench_sgemm_best(M, 2, 0.4);
     if (sgemm_after > sgemm) sgemm = sgemm_after;
     printf("sgemm_shape=%dx1536x384\n", M);
     printf("sgemm_gflops=%.1f\n", sgemm);
