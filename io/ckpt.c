@@ -830,15 +830,23 @@ static slice_ slice_of_(const io_ *io, const dv_ckpt_shards *sh, int writing, in
         if (!writing || io->rank == 0) s.cnt = p->numel;
         return s;
     }
-    const size_t lo = sh->lo[m], hi = sh->hi[m] < numel ? sh->hi[m] : numel;
-    const size_t a = lo > p->offset ? lo : p->offset;
-    const size_t e = p->offset + p->numel, b = hi < e ? hi : e;
-    if (a < b) {
-        s.off = a - p->offset;
-        s.cnt = b - a;
-        s.loc = a - lo;
-        s.soff = s.off;
-        s.scnt = s.cnt;
+    /* a range list (FSDP units): a tensor meets at most one range of a rank */
+    const int nr = sh->nrange[m] > 0 ? sh->nrange[m] : 1;
+    for (int r = 0; r < nr; r++) {
+        const size_t rlo = sh->nrange[m] > 0 ? sh->range[m][r].lo : sh->lo[m];
+        const size_t rhi0 = sh->nrange[m] > 0 ? sh->range[m][r].hi : sh->hi[m];
+        const size_t loc = sh->nrange[m] > 0 ? sh->range[m][r].loc : 0;
+        const size_t hi = rhi0 < numel ? rhi0 : numel;
+        const size_t a = rlo > p->offset ? rlo : p->offset;
+        const size_t e = p->offset + p->numel, b = hi < e ? hi : e;
+        if (a < b) {
+            s.off = a - p->offset;
+            s.cnt = b - a;
+            s.loc = loc + (a - rlo);
+            s.soff = s.off;
+            s.scnt = s.cnt;
+            break;
+        }
     }
     return s;
 }
@@ -849,7 +857,16 @@ static int shards_check_(io_ *io, const dv_ssl *s, const dv_ckpt_shards *sh) {
     uint64_t have[DV_MOD_COUNT] = {0}, bad = 0;
     for (int m = 0; m < DV_MOD_COUNT; m++) {
         if (!s->mod[m].present) continue;
-        const size_t n = s->mod[m].numel, lo = sh->lo[m], hi = sh->hi[m] < n ? sh->hi[m] : n;
+        const size_t n = s->mod[m].numel;
+        if (sh->nrange[m] > 0) {
+            for (int r = 0; r < sh->nrange[m]; r++) {
+                const dv_shard_range *g = &sh->range[m][r];
+                if (g->lo > g->hi || g->hi > n) bad = 1;
+                else have[m] += g->hi - g->lo;
+            }
+            continue;
+        }
+        const size_t lo = sh->lo[m], hi = sh->hi[m] < n ? sh->hi[m] : n;
         if (sh->lo[m] > sh->hi[m]) bad = 1;
         have[m] = hi > lo ? hi - lo : 0;
     }
@@ -1095,12 +1112,12 @@ static int save_file_(io_ *io, const dv_ssl *s, const dv_ckpt_extra *x, const dv
     if ((st = items_build_(&a, &it, &nit)) != DV_OK) goto done;
     dv_center *c[2] = {(dv_center *)&s->center_dino, (dv_center *)&s->center_ibot};
     scalars_ v = {{s->center_dino.pending_rows, s->center_ibot.pending_rows},
-                  1.0,
+                  s->scaler.scale,
                   {s->center_dino.has_pending, s->center_ibot.has_pending},
                   x ? x->loader_epoch : 0,
                   x ? x->loader_batch : 0,
-                  s->step,
-                  0};
+                  s->adamw_steps,
+                  s->scaler.growth_tracker};
     for (int i = 0; i < nit && st == DV_OK; i++) {
         const item_ *t = &it[i];
         if (t->buf == BUF_STATE) {
@@ -1284,8 +1301,28 @@ static void prune_(const char *dir, int64_t step, int keep) {
     closedir(d);
 }
 
+const dv_ckpt_shards *dv_ckpt_shards_of(const dv_ssl *s, dv_ckpt_shards *buf) {
+    if (!s->sharded) return NULL;
+    memset(buf, 0, sizeof *buf);
+    const int rank = s->comm ? s->comm->rank : 0;
+    for (int m = 0; m < DV_MOD_COUNT; m++) {
+        const dv_ssl_module *mod = &s->mod[m];
+        if (!mod->present) continue;
+        if (mod->sharded) {
+            buf->range[m] = mod->plan.range;
+            buf->nrange[m] = mod->plan.nrange;
+        } else { /* replicated (NO_SHARD): rank 0 holds it */
+            buf->lo[m] = 0;
+            buf->hi[m] = rank == 0 ? mod->numel : 0;
+        }
+    }
+    return buf;
+}
+
 int dv_ckpt_save_sharded(const dv_ctx *ctx, const dv_ssl *s, const dv_ckpt_extra *x,
                          const char *dir, int keep, const dv_ckpt_shards *sh) {
+    dv_ckpt_shards own;
+    if (!sh) sh = dv_ckpt_shards_of(s, &own);
     char why[DV_CKPT_WHY_MAX] = "", name[64], path[PATH_MAX_] = "", tmp[PATH_MAX_ + 8];
     const char *d = dir && dir[0] ? dir : ".";
     dv_h5_quiet();
@@ -1422,6 +1459,9 @@ static int load_file_(io_ *io, dv_ssl *s, dv_ckpt_extra *x, const char *path,
             c[h]->has_pending = v.has[h] != 0;
         }
         s->step = step;
+        s->adamw_steps = v.adamw_step;
+        if (isfinite(v.loss_scale) && v.loss_scale > 0) s->scaler.scale = v.loss_scale;
+        s->scaler.growth_tracker = v.growth;
         if (x) {
             x->loader_epoch = v.epoch;
             x->loader_batch = v.batch;
@@ -1436,6 +1476,8 @@ done:
 
 int dv_ckpt_load_file(const dv_ctx *ctx, dv_ssl *s, dv_ckpt_extra *x, const char *path,
                       const dv_ckpt_shards *sh) {
+    dv_ckpt_shards own;
+    if (!sh) sh = dv_ckpt_shards_of(s, &own);
     char why[DV_CKPT_WHY_MAX] = "";
     dv_h5_quiet();
     io_ io;
@@ -1451,6 +1493,8 @@ int dv_ckpt_load_file(const dv_ctx *ctx, dv_ssl *s, dv_ckpt_extra *x, const char
 
 int dv_ckpt_load_latest_sharded(const dv_ctx *ctx, dv_ssl *s, dv_ckpt_extra *x, const char *dir,
                                 const dv_ckpt_shards *sh, int64_t *step_loaded) {
+    dv_ckpt_shards own;
+    if (!sh) sh = dv_ckpt_shards_of(s, &own);
     char why[DV_CKPT_WHY_MAX] = "";
     const char *d = dir && dir[0] ? dir : ".";
     *step_loaded = -1;

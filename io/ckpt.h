@@ -82,7 +82,15 @@ typedef struct {
  * once; a module that is not present is ignored. */
 typedef struct {
     size_t lo[DV_MOD_COUNT], hi[DV_MOD_COUNT];
+    /* or, when nrange[m] > 0, a list of flat ranges held at local indices (src/shard.h: what an
+     * FSDP plan holds; each tensor meets at most one range of a rank) */
+    const dv_shard_range *range[DV_MOD_COUNT];
+    int nrange[DV_MOD_COUNT];
 } dv_ckpt_shards;
+
+/* The shards of a model sharded by dv_ssl_set_comm (NULL when it is not sharded); dv_ckpt_save
+ * and dv_ckpt_load_latest use them by themselves. */
+const dv_ckpt_shards *dv_ckpt_shards_of(const dv_ssl *s, dv_ckpt_shards *buf);
 
 /* "ckpt-000000200.h5" into buf; returns buf. */
 char *dv_ckpt_file_name(char *buf, size_t len, int64_t step);

@@ -49,9 +49,12 @@ static int module_alloc_(dv_ssl_module *m, const dv_param_table *tab, const dv_c
                          int num_layers) {
     m->present = 1;
     m->tab = tab;
-    m->numel = tab->numel;
+    m->numel = m->local_numel = tab->numel;
     float **bufs[5] = {&m->student, &m->teacher, &m->grad, &m->exp_avg, &m->exp_avg_sq};
     for (int i = 0; i < 5; i++) DV_CHECK_ALLOC(*bufs[i] = calloc(m->numel ? m->numel : 1, sizeof(float)));
+    m->w_student = m->student;
+    m->w_teacher = m->teacher;
+    m->w_grad = m->grad;
     DV_CHECK_ALLOC(m->ranges = calloc((size_t)tab->n, sizeof *m->ranges));
     m->nranges = tab->n;
     for (int i = 0; i < tab->n; i++) {
@@ -67,6 +70,12 @@ static int module_alloc_(dv_ssl_module *m, const dv_param_table *tab, const dv_c
 }
 
 static void module_free_(dv_ssl_module *m) {
+    if (m->sharded) {
+        free(m->w_student);
+        free(m->w_teacher);
+        free(m->w_grad);
+        dv_shard_plan_free(&m->plan);
+    }
     free(m->student);
     free(m->teacher);
     free(m->grad);
@@ -89,7 +98,7 @@ void dv_ssl_free(dv_ssl *s) {
     center_free(&s->center_dino);
     center_free(&s->center_ibot);
     float *bufs[] = {s->t_in, s->t_out, s->p_dino, s->p_ibot, s->s_in, s->s_out,
-                     s->d_out, s->d_in, s->d_norm, s->koleo_grad, s->tmp_cls};
+                     s->d_out, s->d_in, s->d_norm, s->koleo_grad, s->tmp_cls, s->nos_stage};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     memset(s, 0, sizeof *s);
 }
@@ -100,6 +109,8 @@ static int create_(dv_ssl *s, const dv_config *c, int64_t B) {
     s->cfg = c;
     s->be = dv_backend_cpu();
     s->world = 1;
+    s->inject_inf_at = -1;
+    dv_grad_scaler_init(&s->scaler, 0);
     s->B = B;
     s->L = c->crops.local_crops_number;
     s->G = c->crops.global_crops_size;
@@ -212,12 +223,59 @@ static int finite_or_fail_(double v, const char *term, int64_t it) {
 
 /* ---- teacher ------------------------------------------------------------------------------------ */
 
+/* ---- FSDP units (src/shard.h) ------------------------------------------------------------------ */
+
+static int gather_unit_(dv_ssl *s, dv_ssl_module *m, int64_t unit, int teacher) {
+    if (!m->sharded) return DV_OK;
+    return dv_shard_gather(&m->plan, s->comm, (int)unit, teacher ? m->teacher : m->student,
+                           teacher ? m->w_teacher : m->w_student,
+                           teacher ? m->teacher_param_dtype : m->param_dtype);
+}
+
+/* The loss scale a module's gradients cross the wire with (16-bit float reductions only). */
+static float grad_pre_(const dv_ssl *s, const dv_ssl_module *m) {
+    return s->scaler.enabled && m->reduce_dtype == DV_F16 ? (float)s->scaler.scale : 1.0f;
+}
+
+static int reduce_unit_(dv_ssl *s, dv_ssl_module *m, int64_t unit) {
+    if (!m->sharded) return DV_OK;
+    const float pre = grad_pre_(s, m);
+    return dv_shard_reduce_scatter(&m->plan, s->comm, (int)unit, m->w_grad, m->grad,
+                                   m->reduce_dtype, pre, 1.0f / (pre * (float)s->world));
+}
+
+typedef struct {
+    dv_ssl *s;
+    int teacher;
+} unit_hook_;
+
+static int backbone_unit_(void *ctx, int64_t unit, dv_vit_unit_phase phase) {
+    unit_hook_ *h = ctx;
+    dv_ssl *s = h->s;
+    dv_ssl_module *m = &s->mod[DV_MOD_BACKBONE];
+    switch (phase) {
+    case DV_VIT_UNIT_FWD: return gather_unit_(s, m, unit, h->teacher);
+    case DV_VIT_UNIT_BWD:
+        return m->strategy == DV_CFG_FULL_SHARD ? gather_unit_(s, m, unit, 0) : DV_OK;
+    case DV_VIT_UNIT_GRAD_DONE:
+        if (unit == 0 && s->inject_inf_at == s->step && (!s->comm || s->comm->rank == 0))
+            m->w_grad[0] = INFINITY; /* tests: an overflow on one rank before the reduction */
+        return reduce_unit_(s, m, unit);
+    }
+    return DV_OK;
+}
+
+/* ---- teacher ------------------------------------------------------------------------------------ */
+
 static int teacher_targets_(dv_ssl *s, const dv_batch *b, double temp) {
     const int64_t B = s->B, D = s->D, nm = b->n_masked;
     const dv_config *c = s->cfg;
     dv_vit_group g = {.n = 2 * B, .H = s->G, .W = s->G, .images = b->global_crops, .masks = NULL};
-    dv_vit_fwd_opts o = {.training = 0};
-    DV_TRY(dv_vit_forward(&s->vit, s->mod[DV_MOD_BACKBONE].teacher, s->ta, &g, 1, &o));
+    unit_hook_ hk = {s, 1};
+    dv_vit_fwd_opts o = {.training = 0, .unit_hook = backbone_unit_, .unit_ctx = &hk};
+    DV_TRY(dv_vit_forward(&s->vit, s->mod[DV_MOD_BACKBONE].w_teacher, s->ta, &g, 1, &o));
+    for (int i = DV_MOD_DINO_HEAD; i < DV_MOD_COUNT; i++)
+        if (s->mod[i].present) DV_TRY(gather_unit_(s, &s->mod[i], 0, 1));
     /* CLS halves swapped: row i of student crop 1 is paired with teacher crop 2 and back */
     dv_vit_gather(s->tmp_cls, s->ta->x_norm, s->ta, 0, DV_VIT_CLS);
     memcpy(s->t_in, s->tmp_cls + B * D, (size_t)(B * D) * sizeof(float));
@@ -226,16 +284,16 @@ static int teacher_targets_(dv_ssl *s, const dv_batch *b, double temp) {
 
     const float *h_dino, *h_ibot;
     if (!s->separate) { /* one head over [CLS (2B); masked patches] */
-        DV_TRY(dv_head_forward(&s->head[0], s->mod[DV_MOD_DINO_HEAD].teacher, &s->th[0], s->t_in,
+        DV_TRY(dv_head_forward(&s->head[0], s->mod[DV_MOD_DINO_HEAD].w_teacher, &s->th[0], s->t_in,
                                2 * B + nm, s->t_out));
         h_dino = s->t_out;
         h_ibot = s->t_out + 2 * B * s->K[0];
     } else {
-        DV_TRY(dv_head_forward(&s->head[0], s->mod[DV_MOD_DINO_HEAD].teacher, &s->th[0], s->t_in,
+        DV_TRY(dv_head_forward(&s->head[0], s->mod[DV_MOD_DINO_HEAD].w_teacher, &s->th[0], s->t_in,
                                2 * B, s->t_out));
         float *out_ibot = s->t_out + 2 * B * s->K[0];
         if (nm > 0)
-            DV_TRY(dv_head_forward(&s->head[1], s->mod[DV_MOD_IBOT_HEAD].teacher, &s->th[1],
+            DV_TRY(dv_head_forward(&s->head[1], s->mod[DV_MOD_IBOT_HEAD].w_teacher, &s->th[1],
                                    s->t_in + 2 * B * D, nm, out_ibot));
         h_dino = s->t_out;
         h_ibot = out_ibot;
@@ -285,9 +343,13 @@ int dv_ssl_forward_backward(dv_ssl *s, const dv_batch *b, int64_t it, dv_ssl_sta
         {.n = 2 * B, .H = s->G, .W = s->G, .images = b->global_crops, .masks = b->masks},
         {.n = LB, .H = s->l, .W = s->l, .images = b->local_crops, .masks = NULL},
     };
-    dv_vit_fwd_opts o = {.training = 1, .seed = (uint64_t)c->train.seed, .step = (uint64_t)it};
-    const dv_ssl_module *bb = &s->mod[DV_MOD_BACKBONE];
-    DV_TRY(dv_vit_forward(&s->vit, bb->student, s->sa, g, LB > 0 ? 2 : 1, &o));
+    unit_hook_ hk = {s, 0};
+    dv_vit_fwd_opts o = {.training = 1, .seed = (uint64_t)c->train.seed, .step = (uint64_t)it,
+                         .unit_hook = backbone_unit_, .unit_ctx = &hk};
+    dv_ssl_module *bb = &s->mod[DV_MOD_BACKBONE];
+    DV_TRY(dv_vit_forward(&s->vit, bb->w_student, s->sa, g, LB > 0 ? 2 : 1, &o));
+    for (int i = DV_MOD_DINO_HEAD; i < DV_MOD_COUNT; i++)
+        if (s->mod[i].present) DV_TRY(gather_unit_(s, &s->mod[i], 0, 0));
     /* head inputs [local CLS (LB); global CLS (2B); masked patches (nm)] */
     if (LB > 0) dv_vit_gather(s->s_in, s->sa->x_norm, s->sa, 1, DV_VIT_CLS);
     dv_vit_gather(s->s_in + LB * D, s->sa->x_norm, s->sa, 0, DV_VIT_CLS);
@@ -296,17 +358,17 @@ int dv_ssl_forward_backward(dv_ssl *s, const dv_batch *b, int64_t it, dv_ssl_sta
     const int64_t K0 = s->K[0], K1 = s->K[1];
     float *y_dino = s->s_out, *y_ibot, *dy_dino = s->d_out, *dy_ibot;
     if (!s->separate) {
-        DV_TRY(dv_head_forward(&s->head[0], s->mod[DV_MOD_DINO_HEAD].student, &s->sh[0], s->s_in,
+        DV_TRY(dv_head_forward(&s->head[0], s->mod[DV_MOD_DINO_HEAD].w_student, &s->sh[0], s->s_in,
                                LB + 2 * B + nm, s->s_out));
         y_ibot = s->s_out + (LB + 2 * B) * K0;
         dy_ibot = s->d_out + (LB + 2 * B) * K0;
     } else {
-        DV_TRY(dv_head_forward(&s->head[0], s->mod[DV_MOD_DINO_HEAD].student, &s->sh[0], s->s_in,
+        DV_TRY(dv_head_forward(&s->head[0], s->mod[DV_MOD_DINO_HEAD].w_student, &s->sh[0], s->s_in,
                                LB + 2 * B, s->s_out));
         y_ibot = s->s_out + (LB + 2 * B) * K0;
         dy_ibot = s->d_out + (LB + 2 * B) * K0;
         if (nm > 0)
-            DV_TRY(dv_head_forward(&s->head[1], s->mod[DV_MOD_IBOT_HEAD].student, &s->sh[1],
+            DV_TRY(dv_head_forward(&s->head[1], s->mod[DV_MOD_IBOT_HEAD].w_student, &s->sh[1],
                                    s->s_in + (LB + 2 * B) * D, nm, y_ibot));
     }
 
@@ -341,21 +403,26 @@ int dv_ssl_forward_backward(dv_ssl *s, const dv_batch *b, int64_t it, dv_ssl_sta
     st->total = st->dino_local + st->dino_global + st->koleo + st->ibot;
 
     /* backward: heads, then the backbone from d(x_norm) */
-    for (int i = 0; i < DV_MOD_COUNT; i++)
-        if (s->mod[i].present) memset(s->mod[i].grad, 0, s->mod[i].numel * sizeof(float));
+    for (int i = 0; i < DV_MOD_COUNT; i++) {
+        dv_ssl_module *m = &s->mod[i];
+        if (!m->present) continue;
+        memset(m->w_grad, 0, m->numel * sizeof(float));
+        if (i != DV_MOD_BACKBONE && m->strategy == DV_CFG_FULL_SHARD)
+            DV_TRY(gather_unit_(s, m, 0, 0));
+    }
+    dv_ssl_module *hd = &s->mod[DV_MOD_DINO_HEAD], *hi = &s->mod[DV_MOD_IBOT_HEAD];
     if (!s->separate) {
-        DV_TRY(dv_head_backward(&s->head[0], s->mod[DV_MOD_DINO_HEAD].student,
-                                s->mod[DV_MOD_DINO_HEAD].grad, &s->sh[0], s->d_out,
+        DV_TRY(dv_head_backward(&s->head[0], hd->w_student, hd->w_grad, &s->sh[0], s->d_out,
                                 LB + 2 * B + nm, s->d_in));
     } else {
-        DV_TRY(dv_head_backward(&s->head[0], s->mod[DV_MOD_DINO_HEAD].student,
-                                s->mod[DV_MOD_DINO_HEAD].grad, &s->sh[0], s->d_out, LB + 2 * B,
-                                s->d_in));
+        DV_TRY(dv_head_backward(&s->head[0], hd->w_student, hd->w_grad, &s->sh[0], s->d_out,
+                                LB + 2 * B, s->d_in));
         if (nm > 0)
-            DV_TRY(dv_head_backward(&s->head[1], s->mod[DV_MOD_IBOT_HEAD].student,
-                                    s->mod[DV_MOD_IBOT_HEAD].grad, &s->sh[1], dy_ibot, nm,
+            DV_TRY(dv_head_backward(&s->head[1], hi->w_student, hi->w_grad, &s->sh[1], dy_ibot, nm,
                                     s->d_in + (LB + 2 * B) * D));
     }
+    for (int i = DV_MOD_DINO_HEAD; i < DV_MOD_COUNT; i++)
+        if (s->mod[i].present) DV_TRY(reduce_unit_(s, &s->mod[i], 0));
     if (s->do_koleo)
         for (int64_t i = 0; i < 2 * B * D; i++) s->d_in[LB * D + i] += s->koleo_grad[i];
     const dv_vit_acts *a = s->sa;
@@ -368,8 +435,8 @@ int dv_ssl_forward_backward(dv_ssl *s, const dv_batch *b, int64_t it, dv_ssl_sta
         float *row = s->d_norm + masked_row_(a, b->N, b->mask_indices[i]) * D;
         for (int64_t j = 0; j < D; j++) row[j] += dm[i * D + j];
     }
-    dv_vit_grads_in gi = {.d_norm = s->d_norm};
-    DV_TRY(dv_vit_backward(&s->vit, bb->student, bb->grad, s->sa, &gi, NULL));
+    dv_vit_grads_in gi = {.d_norm = s->d_norm, .unit_hook = backbone_unit_, .unit_ctx = &hk};
+    DV_TRY(dv_vit_backward(&s->vit, bb->w_student, bb->w_grad, s->sa, &gi, NULL));
     return DV_OK;
 }
 
@@ -379,22 +446,124 @@ void dv_ssl_set_backend(dv_ssl *s, const dv_backend *be) {
     for (int h = 0; h < (s->separate ? 2 : 1); h++) s->head[h].be = s->be;
 }
 
-void dv_ssl_set_comm(dv_ssl *s, dv_comm *comm) {
+static dv_dtype dtype_of_(dv_cfg_dtype d) {
+    return d == DV_CFG_FP16 ? DV_F16 : d == DV_CFG_BF16 ? DV_BF16 : DV_F32;
+}
+
+static const dv_cfg_fsdp *fsdp_of_(const dv_cfg_precision_model *p, int module) {
+    return module == DV_MOD_BACKBONE ? &p->backbone : module == DV_MOD_DINO_HEAD ? &p->dino_head
+                                                                                : &p->ibot_head;
+}
+
+/* Replace a module's full buffers by this rank's slices (the full student, teacher and grad
+ * buffers stay as the compute buffers). */
+static int shard_module_(dv_ssl *s, dv_ssl_module *m, int is_backbone) {
+    DV_TRY(dv_shard_plan_init(&m->plan, m->tab, is_backbone, s->comm->rank, s->comm->world));
+    const size_t n = m->plan.local_numel ? m->plan.local_numel : 1;
+    float *loc[5] = {NULL};
+    dv_adamw_range *r = malloc((size_t)(m->nranges + m->plan.nrange) * sizeof *r + 1);
+    int ok = r != NULL;
+    for (int i = 0; i < 5; i++) ok = (loc[i] = calloc(n, sizeof(float))) != NULL && ok;
+    if (!ok) {
+        for (int i = 0; i < 5; i++) free(loc[i]);
+        free(r);
+        dv_shard_plan_free(&m->plan);
+        return DV_ERR(DV_ERR_NOMEM, "out of memory (shards of %zu floats)", n);
+    }
+    dv_shard_take(&m->plan, loc[0], m->student);
+    dv_shard_take(&m->plan, loc[1], m->teacher);
+    dv_shard_take(&m->plan, loc[3], m->exp_avg);
+    dv_shard_take(&m->plan, loc[4], m->exp_avg_sq);
+    m->nranges = dv_shard_adamw_ranges(&m->plan, m->ranges, m->nranges, r);
+    free(m->ranges);
+    m->ranges = r;
+    free(m->exp_avg);
+    free(m->exp_avg_sq);
+    m->w_student = m->student;
+    m->w_teacher = m->teacher;
+    m->w_grad = m->grad;
+    m->student = loc[0];
+    m->teacher = loc[1];
+    m->grad = loc[2];
+    m->exp_avg = loc[3];
+    m->exp_avg_sq = loc[4];
+    m->local_numel = m->plan.local_numel;
+    m->sharded = 1;
+    return DV_OK;
+}
+
+int dv_ssl_set_comm(dv_ssl *s, dv_comm *comm) {
+    if (s->sharded || s->nos_stage)
+        return DV_ERR(DV_ERR_ARG, "dv_ssl_set_comm: the model already has a communicator");
     s->comm = comm;
     s->world = comm ? comm->world : 1;
     s->reduce = comm && comm->world > 1 ? dv_comm_hook_sum : NULL;
     s->reduce_ctx = comm;
-}
-
-/* Average gradients and the logged loss terms over the ranks. */
-static int average_over_ranks_(dv_ssl *s, dv_ssl_stats *st) {
-    if (!s->comm || s->comm->world < 2) return DV_OK;
-    const float inv = 1.0f / (float)s->comm->world;
+    const dv_config *c = s->cfg;
+    int any16 = 0;
+    size_t stage = 0;
     for (int i = 0; i < DV_MOD_COUNT; i++) {
         dv_ssl_module *m = &s->mod[i];
         if (!m->present) continue;
-        DV_TRY(dv_comm_allreduce_sum(s->comm, m->grad, m->numel, DV_F32));
-        for (size_t k = 0; k < m->numel; k++) m->grad[k] *= inv;
+        const dv_cfg_fsdp *st = fsdp_of_(&c->compute_precision.student, i);
+        const dv_cfg_fsdp *te = fsdp_of_(&c->compute_precision.teacher, i);
+        m->strategy = st->sharding_strategy;
+        m->param_dtype = dtype_of_(st->mixed_precision.param_dtype);
+        m->teacher_param_dtype = dtype_of_(te->mixed_precision.param_dtype);
+        m->reduce_dtype = dtype_of_(st->mixed_precision.reduce_dtype);
+        if (s->world < 2) continue;
+        if (m->reduce_dtype == DV_F16) any16 = 1;
+        if (m->strategy != DV_CFG_NO_SHARD) {
+            DV_TRY(shard_module_(s, m, i == DV_MOD_BACKBONE));
+            s->sharded = 1;
+        } else if (m->reduce_dtype != DV_F32 && m->numel > stage) {
+            stage = m->numel;
+        }
+    }
+    if (stage) DV_CHECK_ALLOC(s->nos_stage = malloc(stage * sizeof(uint16_t)));
+    const double scale = s->scaler.scale;
+    const int64_t tracker = s->scaler.growth_tracker;
+    dv_grad_scaler_init(&s->scaler, c->compute_precision.grad_scaler && any16);
+    if (s->step > 0) { /* keep a loaded scaler state */
+        s->scaler.scale = scale;
+        s->scaler.growth_tracker = tracker;
+    }
+    return DV_OK;
+}
+
+int dv_ssl_full_values(dv_ssl *s, int module, int which, float *full) {
+    if (module < 0 || module >= DV_MOD_COUNT || !s->mod[module].present || which < 0 || which > 4)
+        return DV_ERR(DV_ERR_ARG, "dv_ssl_full_values: module %d, buffer %d", module, which);
+    dv_ssl_module *m = &s->mod[module];
+    const float *const bufs[5] = {m->student, m->teacher, m->grad, m->exp_avg, m->exp_avg_sq};
+    const float *src = bufs[which];
+    if (!m->sharded) {
+        memcpy(full, src, m->numel * sizeof *full);
+        return DV_OK;
+    }
+    for (int u = 0; u < m->plan.nunits; u++)
+        DV_TRY(dv_shard_gather(&m->plan, s->comm, u, src, full, DV_F32));
+    return DV_OK;
+}
+
+/* Average the unsharded modules' gradients (NO_SHARD: all-reduce in reduce_dtype, loss-scaled
+ * when 16-bit) and the logged loss terms over the ranks. */
+static int average_over_ranks_(dv_ssl *s, dv_ssl_stats *st) {
+    if (!s->comm || s->comm->world < 2) return DV_OK;
+    for (int i = 0; i < DV_MOD_COUNT; i++) {
+        dv_ssl_module *m = &s->mod[i];
+        if (!m->present || m->sharded) continue;
+        const float pre = grad_pre_(s, m), post = 1.0f / (pre * (float)s->comm->world);
+        if (m->reduce_dtype == DV_F32) {
+            DV_TRY(dv_comm_allreduce_sum(s->comm, m->grad, m->numel, DV_F32));
+        } else {
+            if (pre != 1.0f)
+                for (size_t k = 0; k < m->numel; k++) m->grad[k] *= pre;
+            dv_convert_f32_to(s->nos_stage, m->reduce_dtype, m->grad, m->numel);
+            DV_TRY(dv_comm_allreduce_sum(s->comm, s->nos_stage, m->numel, m->reduce_dtype));
+            dv_convert_to_f32(m->grad, s->nos_stage, m->reduce_dtype, m->numel);
+        }
+        for (size_t k = 0; k < m->numel; k++) m->grad[k] *= post;
     }
     double terms[6] = {st->dino_local, st->dino_global, st->koleo, st->ibot, st->total,
                        (double)st->n_masked};
@@ -410,6 +579,7 @@ static int average_over_ranks_(dv_ssl *s, dv_ssl_stats *st) {
 
 int dv_ssl_step(dv_ssl *s, const dv_batch *b, dv_ssl_stats *st) {
     const int64_t it = s->step;
+    const double scale = s->scaler.enabled ? s->scaler.scale : 1.0;
     int rc = dv_ssl_forward_backward(s, b, it, st);
     /* a numeric failure on one rank must stop all of them at the same point */
     if (s->comm && s->comm->world > 1) {
@@ -419,29 +589,47 @@ int dv_ssl_step(dv_ssl *s, const dv_batch *b, dv_ssl_stats *st) {
     }
     DV_TRY(rc);
     DV_TRY(average_over_ranks_(s, st));
+    st->loss_scale = scale;
     const double clip = s->cfg->optim.clip_grad;
-    dv_adamw_hparams hp = adamw_default_hparams();
-    hp.lr = st->lr;
-    hp.last_layer_lr = st->last_layer_lr;
-    hp.weight_decay = st->wd;
-    hp.beta1 = s->cfg->optim.adamw_beta1;
-    hp.beta2 = s->cfg->optim.adamw_beta2;
-    hp.step = it + 1;
+    /* per-module norms of the unscaled gradients (official: unscale_, then clip); sharded
+     * modules sum their slices over the ranks, replicated ones are the same everywhere */
+    int found_inf = 0;
     for (int i = 0; i < DV_MOD_COUNT; i++) {
         dv_ssl_module *m = &s->mod[i];
         if (!m->present) continue;
-        /* the gradients are replicated after the all-reduce: the norm is local (the sharded
-         * path of issue 7 passes the sum hook instead) */
-        DV_TRY(clip_grad_norm(&st->grad_norm[i], m->grad, (int64_t)m->numel, clip, NULL, NULL));
-        DV_TRY(finite_or_fail_(st->grad_norm[i], dv_module_names[i], it));
+        DV_TRY(clip_grad_norm(&st->grad_norm[i], m->grad, (int64_t)m->local_numel, clip,
+                              m->sharded ? dv_comm_hook_sum : NULL, s->comm));
+        if (!isfinite(st->grad_norm[i])) {
+            if (!s->scaler.enabled) DV_TRY(finite_or_fail_(st->grad_norm[i], dv_module_names[i], it));
+            found_inf = 1;
+        }
     }
+    /* inf/NaN with loss scaling: no AdamW update, a lower scale (torch's GradScaler.step) */
+    dv_grad_scaler_update(&s->scaler, found_inf);
+    st->skipped = found_inf;
     const dv_backend *be = s->be;
+    if (!found_inf) {
+        dv_adamw_hparams hp = adamw_default_hparams();
+        hp.lr = st->lr;
+        hp.last_layer_lr = st->last_layer_lr;
+        hp.weight_decay = st->wd;
+        hp.beta1 = s->cfg->optim.adamw_beta1;
+        hp.beta2 = s->cfg->optim.adamw_beta2;
+        hp.step = s->adamw_steps + 1;
+        for (int i = 0; i < DV_MOD_COUNT; i++) {
+            dv_ssl_module *m = &s->mod[i];
+            if (!m->present) continue;
+            DV_TRY(be->adamw_step(be->ctx, m->student, m->exp_avg, m->exp_avg_sq, m->grad,
+                                  m->ranges, m->nranges, &hp));
+        }
+        s->adamw_steps++;
+    }
+    /* the official loop updates the teacher whether or not the scaler skipped the step */
     for (int i = 0; i < DV_MOD_COUNT; i++) {
         dv_ssl_module *m = &s->mod[i];
-        if (!m->present) continue;
-        DV_TRY(be->adamw_step(be->ctx, m->student, m->exp_avg, m->exp_avg_sq, m->grad, m->ranges,
-                              m->nranges, &hp));
-        DV_TRY(be->ema_update(be->ctx, m->teacher, m->student, (int64_t)m->numel, st->momentum));
+        if (m->present)
+            DV_TRY(be->ema_update(be->ctx, m->teacher, m->student, (int64_t)m->local_numel,
+                                  st->momentum));
     }
     s->step = it + 1;
     return DV_OK;

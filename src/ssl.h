@@ -38,19 +38,31 @@
 #include "config.h"
 #include "cosine_sched.h"
 #include "dino_head.h"
+#include "grad_scaler.h"
+#include "shard.h"
 #include "vit.h"
 
 typedef enum { DV_MOD_BACKBONE = 0, DV_MOD_DINO_HEAD = 1, DV_MOD_IBOT_HEAD = 2, DV_MOD_COUNT = 3 } dv_module_id;
 
 extern const char *const dv_module_names[DV_MOD_COUNT]; /* "backbone", "dino_head", "ibot_head" */
 
+/* One module's state. Unsharded (one rank, or NO_SHARD): student, teacher, grad, exp_avg and
+ * exp_avg_sq hold all numel elements and w_* alias them. Sharded (FSDP, dv_ssl_set_comm with
+ * more than one rank): they hold this rank's slices (local_numel, src/shard.h layout) and w_student,
+ * w_teacher, w_grad are the full-size compute buffers the units are gathered into (fp32 values of
+ * what crossed the wire in param_dtype) and reduced from. */
 typedef struct {
     int present;
     const dv_param_table *tab;
-    size_t numel;
-    float *student, *teacher, *grad, *exp_avg, *exp_avg_sq; /* numel each */
-    dv_adamw_range *ranges;                                  /* one per tensor */
+    size_t numel, local_numel;
+    float *student, *teacher, *grad, *exp_avg, *exp_avg_sq; /* local_numel each */
+    float *w_student, *w_teacher, *w_grad;                  /* numel each */
+    dv_adamw_range *ranges;                                  /* one per tensor (local indices) */
     int64_t nranges;
+    int sharded;
+    dv_cfg_sharding strategy;        /* compute_precision.student.<module>.sharding_strategy */
+    dv_dtype param_dtype, teacher_param_dtype, reduce_dtype;
+    dv_shard_plan plan;              /* when sharded */
 } dv_ssl_module;
 
 typedef struct {
@@ -61,6 +73,8 @@ typedef struct {
     double lr, wd, momentum, teacher_temp, last_layer_lr;
     double grad_norm[DV_MOD_COUNT]; /* before clipping */
     int64_t n_masked;
+    int skipped;       /* 1: inf/NaN gradients, AdamW skipped (dynamic loss scaling) */
+    double loss_scale; /* the scale this step's gradients were reduced with (1 = none) */
 } dv_ssl_stats;
 
 typedef struct {
@@ -73,12 +87,17 @@ typedef struct {
     dv_center center_dino, center_ibot;
     dv_schedules sched;
     int64_t B, L, G, l, N, D, K[2], max_masked;
-    int64_t step; /* the next iteration to run */
+    int64_t step;        /* the next iteration to run */
+    int64_t adamw_steps; /* AdamW updates made (torch's optimizer step count: skips excluded) */
     int do_dino, do_koleo, do_ibot;
     dv_allreduce_fn reduce;
     void *reduce_ctx;
     int64_t world;
     dv_comm *comm; /* NULL: one rank */
+    int sharded;   /* any module sharded */
+    dv_grad_scaler scaler;
+    float *nos_stage;  /* NO_SHARD over ranks: the 16-bit all-reduce staging */
+    int64_t inject_inf_at; /* tests: this iteration's gradient gets an inf on rank 0 (-1: never) */
     /* buffers */
     dv_vit_acts *sa, *ta;
     dv_head_acts sh[2], th[2];
@@ -104,11 +123,24 @@ int dv_ssl_step(dv_ssl *s, const dv_batch *b, dv_ssl_stats *st);
 
 /* Train data-parallel over comm's ranks (each holding B images of the global batch): the
  * Sinkhorn-Knopp and centering sums become all-reductions and the student gradients are
- * averaged (fp32 all-reduce) before clipping, so N ranks compute the step of one rank with the
- * whole global batch, up to reduction order — except KoLeo, which is per rank by definition
- * (official). Every rank keeps full replicas of the parameters; the sharded fp16 path is
- * issue 7. */
-void dv_ssl_set_comm(dv_ssl *s, dv_comm *comm);
+ * averaged before clipping, so N ranks compute the step of one rank with the whole global
+ * batch, up to reduction order and 16-bit rounding — except KoLeo, which is per rank by
+ * definition (official). Per module, compute_precision.student.<module>.sharding_strategy:
+ *   NO_SHARD       replicas; gradients all-reduced in reduce_dtype
+ *   SHARD_GRAD_OP  FSDP (src/shard.h): each unit all-gathered in param_dtype before its forward
+ *                  (teacher: compute_precision.teacher.<module>.param_dtype) and kept for the
+ *                  backward; its gradients reduce-scattered in reduce_dtype right after its
+ *                  backward; AdamW, clipping (global norms) and the EMA run on the slices
+ *   FULL_SHARD     the same, gathering each unit again before its backward
+ * With one rank nothing is sharded and nothing is rounded. A 16-bit float reduction uses dynamic
+ * loss scaling when compute_precision.grad_scaler (src/grad_scaler.h). Call it right after
+ * dv_ssl_create, before loading a checkpoint; the current parameters are kept (sliced). */
+int dv_ssl_set_comm(dv_ssl *s, dv_comm *comm);
+
+/* Collective: the full fp32 values (numel) of a module's student master weights, teacher,
+ * gradient, AdamW exp_avg or exp_avg_sq (which = 0 .. 4) into full — a copy when unsharded, an
+ * exact all-gather otherwise. */
+int dv_ssl_full_values(dv_ssl *s, int module, int which, float *full);
 
 /* Run the backbone, the heads, AdamW and the EMA on be (NULL: the CPU). */
 void dv_ssl_set_backend(dv_ssl *s, const dv_backend *be);

@@ -779,8 +779,12 @@ int dv_vit_forward(const dv_vit *m, const float *w, dv_vit_acts *a, const dv_vit
         a->att_work_floats = need;
     }
 
+    const dv_vit_unit_fn hook = opts ? opts->unit_hook : NULL;
+    void *hctx = opts ? opts->unit_ctx : NULL;
+    if (hook) DV_TRY(hook(hctx, 0, DV_VIT_UNIT_FWD));
     DV_TRY(prepare_tokens_(m, w, a));
     for (int64_t i = 0; i < c->depth; i++) {
+        if (hook) DV_TRY(hook(hctx, i + 1, DV_VIT_UNIT_FWD));
         DV_TRY(block_forward_(m, w, a, i, opts));
         for (int k = 0; k < n_inter; k++)
             if (a->inter_blocks[k] == i) {
@@ -954,8 +958,10 @@ int dv_vit_backward(const dv_vit *m, const float *w, float *grad, dv_vit_acts *a
     if (!a->training)
         return DV_ERR(DV_ERR_ARG, "dv_vit_backward: activations were created for inference");
     if (T <= 0) return DV_ERR(DV_ERR_ARG, "dv_vit_backward: no forward to differentiate");
-    static const dv_vit_grads_in none = {NULL, NULL, NULL, NULL};
+    static const dv_vit_grads_in none = {NULL, NULL, NULL, NULL, NULL, NULL};
     if (!gin) gin = &none;
+    const dv_vit_unit_fn hook = gin->unit_hook;
+    if (hook) DV_TRY(hook(gin->unit_ctx, 0, DV_VIT_UNIT_BWD));
     if (gin->d_prenorm)
         copy_(a->g_x, gin->d_prenorm, T * D);
     else
@@ -975,9 +981,12 @@ int dv_vit_backward(const dv_vit *m, const float *w, float *grad, dv_vit_acts *a
                                               a->xs[i + 1], a->inter_mean[k], a->inter_rstd[k],
                                               P_(m, w, m->norm_w), T, D, 1));
         }
+        if (hook) DV_TRY(hook(gin->unit_ctx, i + 1, DV_VIT_UNIT_BWD));
         DV_TRY(block_backward_(m, w, grad, a, i));
+        if (hook) DV_TRY(hook(gin->unit_ctx, i + 1, DV_VIT_UNIT_GRAD_DONE));
     }
-    return tokens_backward_(m, w, grad, a, dimages);
+    DV_TRY(tokens_backward_(m, w, grad, a, dimages));
+    return hook ? hook(gin->unit_ctx, 0, DV_VIT_UNIT_GRAD_DONE) : DV_OK;
 }
 
 /* ---- packed outputs ----------------------------------------------------------------------------

@@ -169,12 +169,23 @@ typedef struct {
 
 typedef enum { DV_DROPPATH_LIST = 0, DV_DROPPATH_TENSOR = 1 } dv_vit_droppath_rule;
 
+/* Shard-unit hook (FSDP, src/shard.h): unit 0 = embeddings + final norm, unit i + 1 = blocks.i.
+ * Called with DV_VIT_UNIT_FWD before a unit's forward (unit 0 before the tokens), DV_VIT_UNIT_BWD
+ * before a unit's backward (unit 0 before the final norm's), and DV_VIT_UNIT_GRAD_DONE once a
+ * unit's parameter gradients are complete (blocks right after their backward, unit 0 last).
+ * The hook may rewrite the unit's part of the weight buffer (gathering it); a non-OK status
+ * stops the pass. NULL: no calls. */
+typedef enum { DV_VIT_UNIT_FWD, DV_VIT_UNIT_BWD, DV_VIT_UNIT_GRAD_DONE } dv_vit_unit_phase;
+typedef int (*dv_vit_unit_fn)(void *ctx, int64_t unit, dv_vit_unit_phase phase);
+
 typedef struct {
     int training;        /* 1: stochastic depth (acts must be training acts) */
     uint64_t seed, step; /* drop-path stream keys */
     dv_vit_droppath_rule droppath_rule;
     int n_inter;                 /* intermediate blocks to output (<= acts max_inter) */
     const int64_t *inter_blocks; /* n_inter block indices */
+    dv_vit_unit_fn unit_hook;    /* NULL: none (see above) */
+    void *unit_ctx;
 } dv_vit_fwd_opts;
 
 /* One residual branch of one block: which rows ran it. */
@@ -275,6 +286,8 @@ typedef struct {
     const float *d_prenorm;           /* w.r.t. a->x_prenorm */
     const float *const *d_inter_raw;  /* n_inter entries (entries may be NULL) or NULL */
     const float *const *d_inter_norm; /* likewise */
+    dv_vit_unit_fn unit_hook;         /* NULL: none (see dv_vit_unit_fn) */
+    void *unit_ctx;
 } dv_vit_grads_in;
 
 /* grad (m->params.numel) += dloss/dparams. dimages: NULL, or ngroups pointers (entries may be

@@ -1,7 +1,9 @@
 #!/bin/sh
 # Checkpoints across world sizes (tests/test_ckpt.c, MPI stages): 2 ranks save a replicated and
 # a sharded (hyperslab per rank) checkpoint; 1 rank and 3 ranks load them, compare with a
-# reference computed in-process and resume bit-exactly. Then dinov2-ckpt info / verify / export
+# reference computed in-process and resume bit-exactly. Then the FSDP path: 2 ranks train a
+# sharded model and save (each rank its unit slices), resume bit-exactly on 2; 3 and 1 ranks
+# load that file and go on. Then dinov2-ckpt info / verify / export
 # on the 2-rank files. One TAP stream: each stage numbers its lines from where the previous one
 # stopped; the plan comes last.
 : "${srcdir:=.}"
@@ -28,6 +30,9 @@ tap() { # tap OK DESCRIPTION
 stage 2 save
 stage 1 load
 stage 3 load
+stage 2 fsdp-save
+stage 3 fsdp-load
+stage 1 fsdp-load
 
 cli="${top_builddir:-.}/dinov2-ckpt"
 ck="$dir/rep/ckpt-000000004.h5"

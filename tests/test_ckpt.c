@@ -236,7 +236,7 @@ static void scramble(dv_ssl *s) {
         float *bufs[4];
         mod_bufs(&s->mod[m], bufs);
         for (int k = 0; k < 4; k++)
-            for (size_t i = 0; i < s->mod[m].numel; i++) bufs[k][i] = (float)(i % 7) - 3.5f;
+            for (size_t i = 0; i < s->mod[m].local_numel; i++) bufs[k][i] = (float)(i % 7) - 3.5f;
     }
     dv_center *c[2] = {&s->center_dino, &s->center_ibot};
     for (int h = 0; h < 2; h++) {
@@ -835,6 +835,144 @@ static void mpi_load(dv_ctx *ctx, const char *dir) {
     free(c);
 }
 
+/* ---- FSDP (dv_ssl_set_comm) checkpoints ----------------------------------------------------- */
+
+/* Every buffer's full values of every module (student, teacher, exp_avg, exp_avg_sq), concatenated. */
+static float *full_state(dv_ssl *s, size_t *n) {
+    size_t tot = 0;
+    for (int m = 0; m < DV_MOD_COUNT; m++)
+        if (s->mod[m].present) tot += 4 * s->mod[m].numel;
+    float *f = malloc((tot ? tot : 1) * sizeof *f), *p = f;
+    static const int which[4] = {0, 1, 3, 4};
+    int rc = f ? DV_OK : DV_ERR_NOMEM;
+    for (int m = 0; m < DV_MOD_COUNT && rc == DV_OK; m++) {
+        if (!s->mod[m].present) continue;
+        for (int k = 0; k < 4 && rc == DV_OK; k++, p += s->mod[m].numel)
+            rc = dv_ssl_full_values(s, m, which[k], p);
+    }
+    if (rc != DV_OK) {
+        free(f);
+        return NULL;
+    }
+    *n = tot;
+    return f;
+}
+
+static int same_floats(const float *a, const float *b, size_t n) {
+    return a && b && memcmp(a, b, n * sizeof *a) == 0;
+}
+
+/* A sharded model on this job's ranks (FULL_SHARD, fp32 gathers: a resumed run must be exact). */
+static int fsdp_model(dv_ssl *s, dv_comm *cm, const dv_ctx *ctx, dv_config **c) {
+    *c = tiny_config("ibot.separate_head=true", "compute_precision.student.backbone.sharding_strategy=FULL_SHARD");
+    DV_TRY(dv_comm_init(cm, ctx->comm));
+    DV_TRY(dv_ssl_create(s, *c, (*c)->train.batch_size_per_gpu));
+    return dv_ssl_set_comm(s, cm);
+}
+
+/* 2 ranks: train the sharded model, save at step 2 (each rank its unit slices), keep going to
+ * step 4; a fresh sharded model loads step 2 and reaches the same step 4 bit for bit. */
+static void mpi_fsdp_save(dv_ctx *ctx, const char *dir) {
+    char d[1200], why[DV_CKPT_WHY_MAX], path[1300];
+    snprintf(d, sizeof d, "%s/fsdp", dir);
+    dv_config *c = NULL, *c2 = NULL;
+    dv_ssl s, s2;
+    dv_comm cm, cm2;
+    int rc = fsdp_model(&s, &cm, ctx, &c);
+    TAP_ALL(ctx, rc == DV_OK && s.sharded && s.mod[0].sharded && s.mod[0].local_numel < s.mod[0].numel,
+            "%d ranks: the model is sharded (backbone: %zu of %zu elements on this rank, %d units)",
+            ctx->world, s.mod[0].local_numel, s.mod[0].numel, s.mod[0].plan.nunits);
+    rc = run_to(&s, 2);
+    dv_ckpt_extra x = {1, 7};
+    if (rc == DV_OK) rc = dv_ckpt_save(ctx, &s, &x, d, 0);
+    TAP_ALL(ctx, rc == DV_OK, "%d ranks: FSDP save at step 2 (every rank writes its unit slices)", ctx->world);
+    size_t n = 0;
+    float *at2 = full_state(&s, &n);
+    if (ctx->rank == 0) {
+        snprintf(path, sizeof path, "%s/ckpt-000000002.h5", d);
+        int ok = dv_ckpt_verify(path, why, sizeof why) == DV_OK;
+        if (!ok) tap_diag("%s", why);
+        tap_ok(ok, "the FSDP checkpoint verifies serially (official shapes, checksums of the summed parts)");
+    }
+    rc = run_to(&s, 4);
+    float *at4 = full_state(&s, &n);
+    /* the file as plain data: an unsharded model (no communicator) on every rank reads it whole */
+    dv_config *cp = tiny_config("ibot.separate_head=true", NULL);
+    dv_ssl plain;
+    int rc2 = dv_ssl_create(&plain, cp, cp->train.batch_size_per_gpu);
+    scramble(&plain);
+    dv_ckpt_extra xp = {0, 0};
+    snprintf(path, sizeof path, "%s/ckpt-000000002.h5", d);
+    if (rc2 == DV_OK) rc2 = dv_ckpt_load_file(ctx, &plain, &xp, path, NULL);
+    size_t np = 0;
+    float *fp = rc2 == DV_OK ? full_state(&plain, &np) : NULL;
+    TAP_ALL(ctx, rc2 == DV_OK && np == n && same_floats(fp, at2, n) && xp.loader_batch == 7,
+            "%d ranks: the file holds exactly the gathered state of step 2", ctx->world);
+    free(fp);
+    dv_ssl_free(&plain);
+    free(cp);
+
+    int64_t step = -1;
+    rc2 = fsdp_model(&s2, &cm2, ctx, &c2);
+    scramble(&s2);
+    if (rc2 == DV_OK) rc2 = dv_ckpt_load_latest(ctx, &s2, &x, d, &step);
+    if (rc2 == DV_OK) rc2 = run_to(&s2, 4);
+    size_t n2 = 0;
+    float *r4 = rc2 == DV_OK ? full_state(&s2, &n2) : NULL;
+    TAP_ALL(ctx, rc == DV_OK && rc2 == DV_OK && step == 2 && n2 == n && same_floats(r4, at4, n),
+            "%d ranks: FSDP resume from step 2 on the same ranks reaches step 4 bit for bit", ctx->world);
+    free(r4);
+    free(at2);
+    free(at4);
+    dv_ssl_free(&s2);
+    dv_comm_free(&cm2);
+    dv_ssl_free(&s);
+    dv_comm_free(&cm);
+    free(c);
+    free(c2);
+}
+
+/* 1 or 3 ranks: the 2-rank FSDP checkpoint loads (sharded over 3, whole on 1) to the file's
+ * values, and training goes on from it. */
+static void mpi_fsdp_load(dv_ctx *ctx, const char *dir) {
+    char d[1200], path[1300];
+    snprintf(d, sizeof d, "%s/fsdp", dir);
+    snprintf(path, sizeof path, "%s/ckpt-000000002.h5", d);
+    dv_config *cp = tiny_config("ibot.separate_head=true", NULL);
+    dv_ssl plain;
+    dv_ckpt_extra x = {0, 0};
+    int rc = dv_ssl_create(&plain, cp, cp->train.batch_size_per_gpu);
+    if (rc == DV_OK) rc = dv_ckpt_load_file(ctx, &plain, &x, path, NULL);
+    size_t n = 0, n2 = 0;
+    float *ref = rc == DV_OK ? full_state(&plain, &n) : NULL;
+    dv_ssl_free(&plain);
+    free(cp);
+
+    dv_config *c = NULL;
+    dv_ssl s;
+    dv_comm cm;
+    int64_t step = -1;
+    int rc2 = fsdp_model(&s, &cm, ctx, &c);
+    scramble(&s);
+    if (rc2 == DV_OK) rc2 = dv_ckpt_load_latest(ctx, &s, &x, d, &step);
+    float *got = rc2 == DV_OK ? full_state(&s, &n2) : NULL;
+    TAP_ALL(ctx, rc == DV_OK && rc2 == DV_OK && step == 2 && s.sharded == (ctx->world > 1) &&
+                     n2 == n && same_floats(got, ref, n) && x.loader_epoch == 1 && x.loader_batch == 7,
+            "%d rank%s: the 2-rank FSDP checkpoint loads %s, every value equal to the file's",
+            ctx->world, ctx->world > 1 ? "s" : "", ctx->world > 1 ? "into 3-way shards" : "whole");
+    if (rc2 == DV_OK) rc2 = run_to(&s, 4);
+    char d2[1300]; /* not into d: the next stage loads d's latest */
+    snprintf(d2, sizeof d2, "%s/fsdp-on-%d", dir, ctx->world);
+    if (rc2 == DV_OK) rc2 = dv_ckpt_save(ctx, &s, &x, d2, 0);
+    TAP_ALL(ctx, rc2 == DV_OK && s.step == 4, "%d rank%s: training resumes from it and saves step 4",
+            ctx->world, ctx->world > 1 ? "s" : "");
+    free(ref);
+    free(got);
+    dv_ssl_free(&s);
+    dv_comm_free(&cm);
+    free(c);
+}
+
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
     dv_ctx ctx;
@@ -851,12 +989,17 @@ int main(int argc, char **argv) {
             dir = argv[i];
     }
     int rc = 0;
-    if (mode && dir && (!strcmp(mode, "save") || !strcmp(mode, "load"))) {
+    if (mode && dir && (!strcmp(mode, "save") || !strcmp(mode, "load") || !strcmp(mode, "fsdp-save") ||
+                        !strcmp(mode, "fsdp-load"))) {
         tap_st_.run = first - 1; /* numbering continues across the script's stages */
         if (!strcmp(mode, "save"))
             mpi_save(&ctx, dir);
-        else
+        else if (!strcmp(mode, "load"))
             mpi_load(&ctx, dir);
+        else if (!strcmp(mode, "fsdp-save"))
+            mpi_fsdp_save(&ctx, dir);
+        else
+            mpi_fsdp_load(&ctx, dir);
         rc = ctx.rank == 0 ? (tap_st_.failed ? 1 : 0) : 0;
     } else {
         tap_no_plan();
