@@ -71,26 +71,33 @@ static size_t chunk_(const dv_comm *c) {
 
 int dv_comm_allreduce_sum(dv_comm *c, void *buf, size_t count, dv_dtype t) {
     const size_t es = dv_dtype_size(t), step = chunk_(c);
+    const double t0 = MPI_Wtime();
     for (size_t off = 0; off < count; off += step) {
         const size_t n = count - off < step ? count - off : step;
         DV_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, (char *)buf + off * es, (int)n, mpi_type_(c, t),
                                    sum_op_(c, t), c->comm));
     }
     c->bytes_sent += count * es;
+    c->wire_bytes += 2 * (uint64_t)(c->world - 1) * count * es / (uint64_t)c->world;
+    c->seconds += MPI_Wtime() - t0;
     return DV_OK;
 }
 
 int dv_comm_allreduce_max(dv_comm *c, double *buf, size_t count) {
     const size_t step = chunk_(c);
+    const double t0 = MPI_Wtime();
     for (size_t off = 0; off < count; off += step) {
         const size_t n = count - off < step ? count - off : step;
         DV_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, buf + off, (int)n, MPI_DOUBLE, MPI_MAX, c->comm));
     }
+    c->wire_bytes += 2 * (uint64_t)(c->world - 1) * count * sizeof *buf / (uint64_t)c->world;
+    c->seconds += MPI_Wtime() - t0;
     return DV_OK;
 }
 
 int dv_comm_reduce_scatter_sum(dv_comm *c, const void *send, void *recv, size_t count, dv_dtype t) {
     const size_t es = dv_dtype_size(t), step = chunk_(c), W = (size_t)c->world;
+    const double t0 = MPI_Wtime();
     if (count <= step) {
         DV_CHECK_MPI(MPI_Reduce_scatter_block(send, recv, (int)count, mpi_type_(c, t),
                                               sum_op_(c, t), c->comm));
@@ -106,11 +113,14 @@ int dv_comm_reduce_scatter_sum(dv_comm *c, const void *send, void *recv, size_t 
         }
     }
     c->bytes_sent += W * count * es;
+    c->wire_bytes += (uint64_t)(W - 1) * count * es;
+    c->seconds += MPI_Wtime() - t0;
     return DV_OK;
 }
 
 int dv_comm_allgather(dv_comm *c, const void *send, void *recv, size_t count, dv_dtype t) {
     const size_t es = dv_dtype_size(t), step = chunk_(c), W = (size_t)c->world;
+    const double t0 = MPI_Wtime();
     if (count <= step) {
         DV_CHECK_MPI(MPI_Allgather(send, (int)count, mpi_type_(c, t), recv, (int)count,
                                    mpi_type_(c, t), c->comm));
@@ -125,6 +135,8 @@ int dv_comm_allgather(dv_comm *c, const void *send, void *recv, size_t count, dv
         }
     }
     c->bytes_sent += count * es;
+    c->wire_bytes += (uint64_t)(W - 1) * count * es;
+    c->seconds += MPI_Wtime() - t0;
     return DV_OK;
 }
 
@@ -134,7 +146,7 @@ int dv_comm_bcast(dv_comm *c, void *buf, size_t count, dv_dtype t, int root) {
         const size_t n = count - off < step ? count - off : step;
         DV_CHECK_MPI(MPI_Bcast((char *)buf + off * es, (int)n, mpi_type_(c, t), root, c->comm));
     }
-    if (c->rank == root) c->bytes_sent += count * es;
+    if (c->rank == root) c->bytes_sent += count * es, c->wire_bytes += count * es;
     return DV_OK;
 }
 

@@ -34,6 +34,10 @@ typedef struct {
     void *tmp;               /* staging for split reduce-scatter / all-gather */
     size_t tmp_bytes;
     uint64_t bytes_sent;     /* payload bytes this rank contributed (for benchmarks) */
+    uint64_t wire_bytes;     /* bytes this rank sends with ring algorithms (nccl-tests' bus
+                              * model): all-reduce 2(W-1)/W·n, reduce-scatter and all-gather
+                              * (W-1)/W·n for n bytes of the whole vector; broadcast n (root) */
+    double seconds;          /* wall time inside the collectives */
 } dv_comm;
 
 size_t dv_dtype_size(dv_dtype t);
