@@ -3,6 +3,7 @@
 
 #include <math.h>
 
+#include "simd.h"
 #include "softmax.h" /* softmax_exp_f32: a vectorisable expf */
 
 #define SQRT1_2_F 0.70710678118654752440f
@@ -34,12 +35,12 @@ static inline float normal_cdf_(float x) {
  * refuses loops of unknown length. */
 #define GELU_BLOCK 4096
 
-static void gelu_forward_block_(float *y, const float *x, int64_t n) {
+DV_CLONES static void gelu_forward_block_(float *y, const float *x, int64_t n) {
 #pragma omp simd
     for (int64_t i = 0; i < n; i++) y[i] = x[i] * normal_cdf_(x[i]);
 }
 
-static void gelu_backward_block_(float *dx, const float *dy, const float *x, int64_t n) {
+DV_CLONES static void gelu_backward_block_(float *dx, const float *dy, const float *x, int64_t n) {
 #pragma omp simd
     for (int64_t i = 0; i < n; i++) {
         const float v = x[i];

@@ -1,5 +1,6 @@
 /* gemm — see gemm.h. */
 #include "gemm.h"
+#include "simd.h"
 
 #include <assert.h>
 #include <cblas.h>
@@ -63,6 +64,14 @@ void linear_forward(float *y, const float *x, const float *w, const float *b, in
     gemm_f32(0, 1, T, out, in, 1.0f, x, in, w, in, beta, y, out);
 }
 
+/* acc[j] += Σ_t dy[t, j] for a block of columns (vertical sums: the same order in any clone) */
+DV_CLONES static void col_sums_(double *acc, const float *dy, int64_t T, int64_t cn, int64_t ld) {
+    for (int64_t t = 0; t < T; t++) {
+        const float *row = dy + t * ld;
+        for (int64_t j = 0; j < cn; j++) acc[j] += row[j];
+    }
+}
+
 void linear_bias_backward(float *db, const float *dy, int64_t T, int64_t out, int64_t ld_dy) {
     const int64_t nblk = (out + GEMM_COL_BLOCK_ - 1) / GEMM_COL_BLOCK_;
 #pragma omp parallel for schedule(static)
@@ -70,10 +79,7 @@ void linear_bias_backward(float *db, const float *dy, int64_t T, int64_t out, in
         const int64_t c0 = blk * GEMM_COL_BLOCK_;
         const int64_t cn = out - c0 < GEMM_COL_BLOCK_ ? out - c0 : GEMM_COL_BLOCK_;
         double acc[GEMM_COL_BLOCK_] = {0};
-        for (int64_t t = 0; t < T; t++) {
-            const float *row = dy + t * ld_dy + c0;
-            for (int64_t j = 0; j < cn; j++) acc[j] += row[j];
-        }
+        col_sums_(acc, dy + c0, T, cn, ld_dy);
         for (int64_t j = 0; j < cn; j++) db[c0 + j] += (float)acc[j];
     }
 }
