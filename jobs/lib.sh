@@ -11,18 +11,34 @@ dv_find_bin() {
     dirname "$(command -v dinov2-config 2>/dev/null || echo /usr/local/bin/dinov2-config)"
 }
 
-# dv_launch NP PROGRAM ARGS... — NP MPI ranks of PROGRAM.
-dv_launch() {
-    np=$1
-    shift
+# dv_launcher NP — the launcher of NP MPI ranks as the array DV_LAUNCHER (srun inside a Slurm
+# allocation, mpirun on one machine); append the program and its arguments.
+dv_launcher() {
     if [ -n "${SLURM_JOB_ID:-}" ] && command -v srun >/dev/null 2>&1; then
-        srun --mpi=pmix -n "$np" "$@"
+        DV_LAUNCHER=(srun --mpi=pmix -n "$1")
     else
         # as root in containers and CI; more ranks than cores on small machines
-        OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
-        OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_mpi_yield_when_idle=1 \
-            mpirun -np "$np" --bind-to none "$@"
+        DV_LAUNCHER=(env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+                     OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_mpi_yield_when_idle=1
+                     mpirun -np "$1" --bind-to none)
     fi
+}
+
+# dv_launch NP PROGRAM ARGS... — NP MPI ranks of PROGRAM; returns its status.
+dv_launch() {
+    dv_launcher "$1"
+    shift
+    "${DV_LAUNCHER[@]}" "$@"
+}
+
+# dv_launch_bg NP PROGRAM ARGS... — the same in the background; DV_LAUNCH_PID is the pid of the
+# launcher itself (env execs it), so a signal sent there reaches srun/mpirun, which forward
+# SIGUSR1 to the ranks. `wait "$DV_LAUNCH_PID"` gives the job's status.
+dv_launch_bg() {
+    dv_launcher "$1"
+    shift
+    "${DV_LAUNCHER[@]}" "$@" &
+    DV_LAUNCH_PID=$!
 }
 
 dv_stage() { printf '\n== %s\n' "$*"; }

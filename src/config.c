@@ -57,8 +57,8 @@ _Static_assert(sizeof(dv_cfg_sharding) == sizeof(int) && sizeof(dv_cfg_dtype) ==
 #define FSDP_(W, M, RED)                                                                           \
     KE("compute_precision." #W "." #M ".sharding_strategy", compute_precision.W.M.sharding_strategy, \
        "SHARD_GRAD_OP", k_sharding, 0,                                                             \
-       "how the " #W " " #M " is sharded: NO_SHARD, SHARD_GRAD_OP (gather per forward/backward) "  \
-       "or FULL_SHARD"),                                                                           \
+       "how the " #W " " #M " is sharded over ranks: NO_SHARD (replicas), SHARD_GRAD_OP (gathered "  \
+       "once per step) or FULL_SHARD (gathered again for the backward); doc/sharding.md"),                                                                           \
     KE("compute_precision." #W "." #M ".mixed_precision.param_dtype",                              \
        compute_precision.W.M.mixed_precision.param_dtype, "fp16", k_dtype, 0,                      \
        "dtype the " #W " " #M " parameters are gathered and computed in (masters stay fp32)"),     \
@@ -113,6 +113,9 @@ static const dv_config_key k_keys[] = {
 
     KI("train.batch_size_per_gpu", train.batch_size_per_gpu, "64", 1, 1e7, 0,
        "images per rank per step (each gives 2 global + crops.local_crops_number local crops)"),
+    KI("train.global_batch_size", train.global_batch_size, "0", 0, 1e12, 0,
+       "dinov2c: images per step over all ranks (0 = batch_size_per_gpu x ranks); when set, "
+       "each rank takes global_batch_size / ranks and the rank count must divide it"),
     KS("train.dataset_path", train.dataset_path, "ImageNet:split=TRAIN",
        "official dataset string; kept for compatibility, dinov2c reads data.train"),
     KS("train.output_dir", train.output_dir, ".",
@@ -860,6 +863,22 @@ int dv_config_load_file(dv_config *c, const char *path) {
     return rc;
 }
 
+int dv_config_load_string(dv_config *c, const char *text, const char *origin) {
+    dv_config *t = malloc(sizeof *t);
+    yaml_parser_t p;
+    if (!t || !yaml_parser_initialize(&p)) {
+        free(t);
+        return DV_ERR(DV_ERR_NOMEM, "out of memory loading %s", origin);
+    }
+    *t = *c;
+    yaml_parser_set_input_string(&p, (const unsigned char *)text, strlen(text));
+    int rc = load_document(t, origin, &p);
+    if (rc == DV_OK) *c = *t;
+    yaml_parser_delete(&p);
+    free(t);
+    return rc;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Finalize                                                                                   */
 /* ------------------------------------------------------------------------------------------ */
@@ -919,7 +938,22 @@ int dv_config_finalize(dv_config *c, int64_t world_size) {
     if (!d) return DV_ERR(DV_ERR_NOMEM, "out of memory for derived config values");
     memset(d, 0, sizeof *d);
     d->world_size = world_size;
-    d->global_batch = c->train.batch_size_per_gpu * world_size;
+    if (c->train.global_batch_size > 0) {
+        /* a fixed global batch keeps lr, schedules and the data order across rank counts */
+        if (c->train.global_batch_size % world_size != 0) {
+            free(d);
+            dv_user_error("train.global_batch_size = %lld is not divisible by the %lld ranks of "
+                          "this run (choose a multiple of the rank count, or 0 for "
+                          "train.batch_size_per_gpu x ranks)",
+                          (long long)c->train.global_batch_size, (long long)world_size);
+            return DV_ERR_CONFIG;
+        }
+        d->global_batch = c->train.global_batch_size;
+        d->batch_per_rank = c->train.global_batch_size / world_size;
+    } else {
+        d->global_batch = c->train.batch_size_per_gpu * world_size;
+        d->batch_per_rank = c->train.batch_size_per_gpu;
+    }
     /* sqrt_wrt_1024, the only official rule, written as the official expression */
     d->lr = c->optim.base_lr * sqrt((double)d->global_batch / 1024.0);
     d->total_iters = c->optim.epochs * oel;

@@ -69,7 +69,8 @@ typedef struct {
 typedef struct {
     int finalized;                  /* 1 once dv_config_finalize succeeded */
     int64_t world_size;             /* ranks the values below were computed for */
-    int64_t global_batch;           /* train.batch_size_per_gpu * world_size */
+    int64_t global_batch;           /* train.global_batch_size, or batch_size_per_gpu * ranks */
+    int64_t batch_per_rank;         /* images per rank per step: global_batch / world_size */
     double lr;                      /* base_lr * sqrt(global_batch / 1024) (also in optim.lr) */
     int64_t total_iters;            /* optim.epochs * OFFICIAL_EPOCH_LENGTH */
     int64_t warmup_iters;           /* optim.warmup_epochs * OFFICIAL_EPOCH_LENGTH */
@@ -107,6 +108,7 @@ typedef struct {
     } ibot;
     struct {
         int64_t batch_size_per_gpu;
+        int64_t global_batch_size; /* dinov2c: > 0 fixes the global batch over rank counts */
         char dataset_path[DV_CONFIG_STR_MAX];
         char output_dir[DV_CONFIG_STR_MAX];
         int64_t saveckp_freq, seed, num_workers, OFFICIAL_EPOCH_LENGTH;
@@ -236,6 +238,10 @@ void dv_config_defaults(dv_config *c);
  * string keys and 0 for student.layerscale; an empty or null section changes nothing.
  * A key given twice in one mapping is an error. */
 int dv_config_load_file(dv_config *c, const char *path);
+
+/* Merge a YAML document held in memory (e.g. the config a checkpoint carries) over c, as
+ * dv_config_load_file does; origin names it in messages. */
+int dv_config_load_string(dv_config *c, const char *text, const char *origin);
 
 /* Set one key from YAML flow text: "0.1", "true", "[0.1, 0.5]", "vit_small", "null".
  * origin names the source in messages; NULL means "command line". */

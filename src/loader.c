@@ -761,7 +761,7 @@ static void scratch_free_(scratch_ *s) {
 void dv_loader_opts_from_config(dv_loader_opts *o, const dv_config *c) {
     memset(o, 0, sizeof *o);
     o->train = c->data.train;
-    o->batch_per_rank = c->train.batch_size_per_gpu;
+    o->batch_per_rank = c->derived.finalized ? c->derived.batch_per_rank : c->train.batch_size_per_gpu;
     o->seed = (uint64_t)c->data.seed;
     dv_augment_params_default(&o->aug);
     o->aug.global_size = (int)c->crops.global_crops_size;

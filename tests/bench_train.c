@@ -44,6 +44,7 @@
 #include "rng.h"
 #include "ssl.h"
 #include "timer.h"
+#include "bench_batch.h"
 #include "vit.h"
 #include "bench_sgemm.h"
 
@@ -123,32 +124,7 @@ int main(void) {
     /* the batch: random normalised crops, official masks */
     dv_batch b;
     dv_mask_batch mb;
-    memset(&b, 0, sizeof b);
-    b.B = B;
-    b.L = c->crops.local_crops_number;
-    b.G = c->crops.global_crops_size;
-    b.l = c->crops.local_crops_size;
-    const int p = (int)c->student.patch_size, grid = (int)(b.G / p);
-    b.N = (int64_t)grid * grid;
-    const size_t ng = (size_t)(2 * b.B * 3 * b.G * b.G), nl = (size_t)(b.L * b.B * 3 * b.l * b.l);
-    b.global_crops = malloc(sizeof(float) * ng);
-    b.local_crops = malloc(sizeof(float) * nl);
-    if (!b.global_crops || !b.local_crops) return 1;
-    dv_rng r;
-    dv_rng_init(&r, 3, DV_RNG_TEST, 0, 0);
-    for (size_t i = 0; i < ng; i++) b.global_crops[i] = (float)dv_rng_normal(&r);
-    for (size_t i = 0; i < nl; i++) b.local_crops[i] = (float)dv_rng_normal(&r);
-    dv_mask_gen mg;
-    if (dv_mask_gen_init(&mg, grid, grid, dv_mask_max_num_patches((int)b.G, p)) != DV_OK ||
-        dv_mask_batch_alloc(&mb, (int)(2 * b.B), (int)b.N) != DV_OK ||
-        dv_mask_collate(&mg, c->ibot.mask_ratio_min_max[0], c->ibot.mask_ratio_min_max[1],
-                        c->ibot.mask_sample_probability, 3, 0, 0, &mb) != DV_OK)
-        return 1;
-    b.masks = mb.masks;
-    b.mask_indices = mb.indices;
-    b.mask_weights = mb.weights;
-    b.n_masked = mb.n_masked_patches;
-    b.upperbound = mb.upperbound;
+    if (bench_batch_make(&b, &mb, c, B, 3, 0) != DV_OK) return 1;
 
     /* sgemm reference on the fc1 shape of the 16 global crops */
     const int M = (int)(2 * B * (1 + b.N));
@@ -215,9 +191,7 @@ int main(void) {
     printf("train_peak_rss_mib=%.1f\n", (double)ru.ru_maxrss / 1024.0);
 
     dv_ssl_free(&s);
-    dv_mask_batch_free(&mb);
-    free(b.global_crops);
-    free(b.local_crops);
+    bench_batch_free(&b, &mb);
     free(c);
     return 0;
 }

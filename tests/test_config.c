@@ -193,6 +193,7 @@ static void test_defaults(void) {
     EQ(c->ibot.head_n_prototypes == 65536 && c->ibot.head_bottleneck_dim == 256);
     EQ(c->ibot.head_nlayers == 3 && c->ibot.head_hidden_dim == 2048);
     EQ(c->train.batch_size_per_gpu == 64);
+    EQ(c->train.global_batch_size == 0);
     EQ(strcmp(c->train.dataset_path, "ImageNet:split=TRAIN") == 0);
     EQ(strcmp(c->train.output_dir, ".") == 0);
     EQ(c->train.saveckp_freq == 20 && c->train.seed == 0 && c->train.num_workers == 10);
@@ -353,6 +354,20 @@ static void test_finalize(void) {
     EQ(strcmp(c->derived.checkpoint_dir, "/scratch/run1/checkpoints") == 0);
     EQ(strcmp(c->derived.metrics_path, "/var/log/m.json") == 0);
     EQ(c->derived.checkpoint_period == 100 && c->derived.highres_base_lr == 1.0e-05);
+
+    /* train.global_batch_size: 0 = batch_size_per_gpu x ranks; else split over the ranks */
+    dv_config_defaults(c);
+    dv_config_finalize(c, 3);
+    EQ(c->derived.global_batch == 192 && c->derived.batch_per_rank == 64);
+    quiet_set(c, "train.global_batch_size", "12");
+    for (int w = 1; w <= 3; w++) {
+        int rc2 = dv_config_finalize(c, w);
+        tap_ok(rc2 == DV_OK && c->derived.global_batch == 12 && c->derived.batch_per_rank == 12 / w,
+               "global_batch_size 12 on %d rank(s): %lld per rank", w,
+               (long long)c->derived.batch_per_rank);
+        tap_close(c->derived.lr, 0.004 * sqrt(12.0 / 1024.0), 1e-18,
+                  "global_batch_size 12: lr from the global batch 12");
+    }
     free(c);
 }
 
@@ -600,6 +615,15 @@ static void test_errors(void) {
     rc = dv_config_finalize(c, 0);
     m = cap_end(&cp);
     expect_error("world size 0", rc, DV_ERR_CONFIG, m, "world size", NULL, NULL);
+    dv_config_defaults(c);
+    quiet_set(c, "train.global_batch_size", "12");
+    cap_begin(&cp);
+    rc = dv_config_finalize(c, 5);
+    m = cap_end(&cp);
+    expect_error("global batch not divisible by the rank count", rc, DV_ERR_CONFIG, m,
+                 "train.global_batch_size = 12", "5 ranks", NULL);
+    tap_ok(c->derived.finalized == 0, "an indivisible global batch leaves derived unset");
+    dv_config_defaults(c);
 
     dv_cli cli;
     char *argv1[] = {S("p"), S("optim.base_lr=0.1"), S("--config-file")};
