@@ -64,11 +64,21 @@ void linear_forward(float *y, const float *x, const float *w, const float *b, in
     gemm_f32(0, 1, T, out, in, 1.0f, x, in, w, in, beta, y, out);
 }
 
-/* acc[j] += Σ_t dy[t, j] for a block of columns (vertical sums: the same order in any clone) */
+/* acc[j] += Σ_t dy[t, j] for a block of columns: fp32 partial sums over 32 rows (8 lanes per AVX2
+ * op), added into double; vertical sums in a fixed order, so any clone gives the same bits. */
+#define COL_SUM_ROWS_ 32
 DV_CLONES static void col_sums_(double *acc, const float *dy, int64_t T, int64_t cn, int64_t ld) {
-    for (int64_t t = 0; t < T; t++) {
-        const float *row = dy + t * ld;
-        for (int64_t j = 0; j < cn; j++) acc[j] += row[j];
+    float part[GEMM_COL_BLOCK_];
+    for (int64_t t0 = 0; t0 < T; t0 += COL_SUM_ROWS_) {
+        const int64_t t1 = T - t0 < COL_SUM_ROWS_ ? T : t0 + COL_SUM_ROWS_;
+        for (int64_t j = 0; j < cn; j++) part[j] = 0.0f;
+        for (int64_t t = t0; t < t1; t++) {
+            const float *row = dy + t * ld;
+#pragma omp simd
+            for (int64_t j = 0; j < cn; j++) part[j] += row[j];
+        }
+#pragma omp simd
+        for (int64_t j = 0; j < cn; j++) acc[j] += part[j];
     }
 }
 
