@@ -12,7 +12,9 @@ notok() { n=$((n + 1)); fail=1; echo "not ok $n - $1"; }
 
 # round trips: defaults, official recipes, overrides with lists
 for args in "" "--config-file $cfg/vitl16_short.yaml" "--config-file $cfg/vitl14.yaml" \
-            "--config-file $cfg/vitg14.yaml student.arch=vit_small ibot.mask_ratio_min_max=[0.2,0.4] optim.base_lr=1e-3"; do
+            "--config-file $cfg/vitg14.yaml student.arch=vit_small ibot.mask_ratio_min_max=[0.2,0.4] optim.base_lr=1e-3" \
+            "--config-file ${srcdir:-.}/jobs/configs/fashion_mnist.yaml" "--config-file ${srcdir:-.}/jobs/configs/fmnist-parity.yaml" \
+            "--config-file ${srcdir:-.}/jobs/configs/fmnist-vit-tiny.yaml"; do
     if $prog $args --world-size 8 >"$tmp/a.yaml" 2>"$tmp/err" &&
        $prog --config-file "$tmp/a.yaml" --world-size 8 >"$tmp/b.yaml" 2>>"$tmp/err" &&
        cmp -s "$tmp/a.yaml" "$tmp/b.yaml"; then
