@@ -12,9 +12,11 @@ set ylabel "k-NN top-1 (%)"
 set xlabel "training step"
 plot "doc/fmnist-curves.dat" index 0 using 1:4 with linespoints lw 2 pt 7 title "official PyTorch, parity recipe", \
      ""                      index 1 using 1:4 with linespoints lw 2 pt 5 title "dinov2c, parity recipe", \
+     ""                      index 2 using 1:4 with points pt 9 ps 2 title "dinov2c, compressed schedule (fmnist-vit-tiny)", \
      84.6 with lines dt 2 lc rgb "gray" title "raw pixels (84.6%)"
 set xlabel "training minutes on the 2-core machine"
 plot "doc/fmnist-curves.dat" index 0 using 2:4 with linespoints lw 2 pt 7 title "official PyTorch, parity recipe", \
      ""                      index 1 using 2:4 with linespoints lw 2 pt 5 title "dinov2c, parity recipe", \
+     ""                      index 2 using 2:4 with points pt 9 ps 2 title "dinov2c, compressed schedule (fmnist-vit-tiny)", \
      84.6 with lines dt 2 lc rgb "gray" title "raw pixels (84.6%)"
 unset multiplot

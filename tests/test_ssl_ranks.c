@@ -184,6 +184,22 @@ static int run(MPI_Comm comm, const char *shards, const variant *v, int64_t inje
     return rc;
 }
 
+/* run() on the first w ranks of the job (the others wait); 1 when it worked on all of them. */
+static int run_on_first(const dv_ctx *ctx, int w, const char *dir, const variant *v, int64_t inject,
+                        result *r) {
+    MPI_Comm sub;
+    MPI_Comm_split(ctx->comm, ctx->rank < w ? 0 : MPI_UNDEFINED, ctx->rank, &sub);
+    memset(r, 0, sizeof *r);
+    int rc = DV_OK;
+    if (sub != MPI_COMM_NULL) {
+        rc = run(sub, dir, v, inject, r);
+        MPI_Comm_free(&sub);
+    }
+    int ok = rc == DV_OK, all = 0;
+    MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, ctx->comm);
+    return all;
+}
+
 static void result_free(result *r) {
     free(r->weights);
     free(r->grads);
@@ -250,17 +266,8 @@ int main(int argc, char **argv) {
     for (int vi = 0; vi < NVAR; vi++)
         for (int w = 2; w <= ctx.world; w++) {
             if (GLOBAL_BATCH % w) continue;
-            MPI_Comm sub;
-            MPI_Comm_split(ctx.comm, ctx.rank < w ? 0 : MPI_UNDEFINED, ctx.rank, &sub);
             result r;
-            memset(&r, 0, sizeof r);
-            int rc = DV_OK;
-            if (sub != MPI_COMM_NULL) {
-                rc = run(sub, dir, &variants[vi], -1, &r);
-                MPI_Comm_free(&sub);
-            }
-            ok = rc == DV_OK;
-            MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, ctx.comm);
+            all = run_on_first(&ctx, w, dir, &variants[vi], -1, &r);
             if (ctx.rank == 0) {
                 const int want_sharded = strcmp(variants[vi].strategy, "NO_SHARD") != 0;
                 tap_ok(all && r.sharded == want_sharded, "%s, %d ranks: %s", variants[vi].name, w,
@@ -275,18 +282,8 @@ int main(int argc, char **argv) {
     /* dynamic loss scaling: an inf in rank 0's gradient of iteration 1 (before the fp16
      * reduce-scatter) skips AdamW on every rank, halves the scale; the teacher EMA still runs */
     {
-        const int w = 2;
-        MPI_Comm sub;
-        MPI_Comm_split(ctx.comm, ctx.rank < w ? 0 : MPI_UNDEFINED, ctx.rank, &sub);
         result r;
-        memset(&r, 0, sizeof r);
-        int rc = DV_OK;
-        if (sub != MPI_COMM_NULL) {
-            rc = run(sub, dir, &scaler_variant, 1, &r);
-            MPI_Comm_free(&sub);
-        }
-        ok = rc == DV_OK;
-        MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, ctx.comm);
+        all = run_on_first(&ctx, 2, dir, &scaler_variant, 1, &r);
         if (ctx.rank == 0) {
             tap_ok(all && !r.skipped[0] && r.skipped[1] && !r.skipped[2], "scaler: the injected inf skips "
                    "iteration 1 only (skipped %d %d %d)", r.skipped[0], r.skipped[1], r.skipped[2]);
