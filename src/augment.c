@@ -24,14 +24,9 @@ static const double IMAGENET_STD[3] = {0.229, 0.224, 0.225};
 #define JIT_S_HI (1.0 + 0.2)
 #define JIT_H_LO (-0.1)
 #define JIT_H_HI 0.1
-#define P_JITTER 0.8
-#define P_GRAY 0.2
 #define P_FLIP 0.5
-#define P_SOLARIZE 0.2
 #define SOLARIZE_THRESHOLD 128
 #define BLUR_KSIZE 9
-#define BLUR_SIGMA_LO 0.1
-#define BLUR_SIGMA_HI 2.0
 
 struct dv_augment_scratch {
     dv_resample_ws rs;
@@ -56,6 +51,11 @@ void dv_augment_params_default(dv_augment_params *p) {
     p->ratio[0] = 3.0 / 4.0;
     p->ratio[1] = 4.0 / 3.0;
     p->blur_intended = 0;
+    p->blur_sigma[0] = 0.1;
+    p->blur_sigma[1] = 2.0;
+    p->p_jitter = 0.8;
+    p->p_gray = 0.2;
+    p->p_solarize = 0.2;
 }
 
 int dv_augment_params_check(const dv_augment_params *p) {
@@ -75,6 +75,16 @@ int dv_augment_params_check(const dv_augment_params *p) {
     if (!(p->ratio[0] > 0.0) || !(p->ratio[0] <= p->ratio[1]) || !isfinite(p->ratio[1]))
         return DV_ERR(DV_ERR_ARG, "augment: ratio (%g, %g) must satisfy 0 < min <= max",
                       p->ratio[0], p->ratio[1]);
+    if (!(p->blur_sigma[0] > 0.0) || !(p->blur_sigma[0] <= p->blur_sigma[1]) ||
+        !isfinite(p->blur_sigma[1]))
+        return DV_ERR(DV_ERR_ARG, "augment: blur sigma (%g, %g) must satisfy 0 < min <= max",
+                      p->blur_sigma[0], p->blur_sigma[1]);
+    const double prob[3] = {p->p_jitter, p->p_gray, p->p_solarize};
+    const char *prob_name[3] = {"colour jitter", "grayscale", "solarize"};
+    for (int i = 0; i < 3; i++)
+        if (!(prob[i] >= 0.0 && prob[i] <= 1.0))
+            return DV_ERR(DV_ERR_ARG, "augment: %s probability %g outside [0, 1]", prob_name[i],
+                          prob[i]);
     return DV_OK;
 }
 
@@ -409,7 +419,7 @@ int dv_augment_draw(const dv_augment_params *p, int crop, int img_h, int img_w, 
     /* 2. RandomHorizontalFlip: torch.rand(1) < p */
     rec->flip = dv_rng_uniform(&r) < (float)P_FLIP;
     /* 3. RandomApply(ColorJitter): applied unless p < rand; then randperm(4), b, c, s, h */
-    rec->jitter = !((float)P_JITTER < dv_rng_uniform(&r));
+    rec->jitter = !((float)p->p_jitter < dv_rng_uniform(&r));
     for (int i = 0; i < 4; i++) rec->jitter_order[i] = i;
     if (rec->jitter) {
         int64_t perm[4];
@@ -421,13 +431,13 @@ int dv_augment_draw(const dv_augment_params *p, int crop, int img_h, int img_w, 
         rec->hue = uniform_f_(&r, JIT_H_LO, JIT_H_HI);
     }
     /* 4. RandomGrayscale: torch.rand(1) < p */
-    rec->gray = dv_rng_uniform(&r) < (float)P_GRAY;
+    rec->gray = dv_rng_uniform(&r) < (float)p->p_gray;
     /* 5. GaussianBlur = RandomApply(p_eff): applied unless p_eff < rand; then sigma */
     float p_blur = (float)dv_augment_blur_probability(p, crop);
     rec->blur = !(p_blur < dv_rng_uniform(&r));
-    if (rec->blur) rec->blur_sigma = uniform_f_(&r, BLUR_SIGMA_LO, BLUR_SIGMA_HI);
+    if (rec->blur) rec->blur_sigma = uniform_f_(&r, p->blur_sigma[0], p->blur_sigma[1]);
     /* 6. RandomSolarize on the second global crop: torch.rand(1).item() < p */
-    if (crop == 1) rec->solarize = (double)dv_rng_uniform(&r) < P_SOLARIZE;
+    if (crop == 1) rec->solarize = (double)dv_rng_uniform(&r) < p->p_solarize;
     return DV_OK;
 }
 

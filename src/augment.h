@@ -45,6 +45,12 @@ typedef struct {
     double local_scale[2];  /* crops.local_crops_scale (0.05, 0.32) */
     double ratio[2];        /* RandomResizedCrop ratio, fixed (3/4, 4/3) officially */
     int blur_intended;      /* data.blur_probabilities_intended: 0 official 0/0.9/0.5, 1: 1/0.1/0.5 */
+    /* Strengths the official code fixes; dinov2c keys for small or grayscale images, where a
+     * 9-tap blur of sigma up to 2 px or solarization erase most of a 28 px crop. */
+    double blur_sigma[2];   /* data.blur_sigma: GaussianBlur sigma range (0.1, 2.0) */
+    double p_jitter;        /* data.color_jitter_probability (0.8) */
+    double p_gray;          /* data.grayscale_probability (0.2) */
+    double p_solarize;      /* data.solarize_probability, global crop 1 only (0.2) */
 } dv_augment_params;
 
 /* The official defaults (ssl_default_config.yaml), official blur probabilities. */

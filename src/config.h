@@ -157,6 +157,8 @@ typedef struct {
         char train[DV_CONFIG_STR_MAX], val[DV_CONFIG_STR_MAX], index[DV_CONFIG_STR_MAX];
         int64_t num_workers, prefetch;
         bool blur_probabilities_intended;
+        double blur_sigma[2];
+        double color_jitter_probability, grayscale_probability, solarize_probability;
         int64_t seed;
     } data;
     struct {

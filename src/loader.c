@@ -772,6 +772,11 @@ void dv_loader_opts_from_config(dv_loader_opts *o, const dv_config *c) {
     o->aug.local_scale[0] = c->crops.local_crops_scale[0];
     o->aug.local_scale[1] = c->crops.local_crops_scale[1];
     o->aug.blur_intended = c->data.blur_probabilities_intended;
+    o->aug.blur_sigma[0] = c->data.blur_sigma[0];
+    o->aug.blur_sigma[1] = c->data.blur_sigma[1];
+    o->aug.p_jitter = c->data.color_jitter_probability;
+    o->aug.p_gray = c->data.grayscale_probability;
+    o->aug.p_solarize = c->data.solarize_probability;
     o->patch_size = (int)c->student.patch_size;
     o->mask_ratio_min = c->ibot.mask_ratio_min_max[0];
     o->mask_ratio_max = c->ibot.mask_ratio_min_max[1];

@@ -515,6 +515,42 @@ static void test_probabilities_(void) {
     tap_ok(binom_ok_(sol1, n / 10, 0.2) && sol_other == 0,
            "solarize: %d of %d on global crop 1 (0.2), never on other crops", sol1, n / 10);
     tap_ok(perm_ok && fac_ok, "jitter order is a permutation of the 4 ops; factors in range");
+
+    /* dinov2c strength keys: other probabilities and sigma range, same coins otherwise */
+    dv_augment_params q = p;
+    q.p_jitter = 0.3;
+    q.p_gray = 0.0;
+    q.p_solarize = 1.0;
+    q.blur_sigma[0] = 0.2;
+    q.blur_sigma[1] = 0.5;
+    int qjit = 0, qgray = 0, qsol = 0, qblur = 0, qsig_ok = 1, flips_same = 1, boxes_same = 1;
+    for (int i = 0; i < n; i++) {
+        dv_crop_record a, b;
+        int k = i % 10;
+        dv_augment_draw(&p, k, 480, 640, 18, 2, (uint64_t)i, &a);
+        dv_augment_draw(&q, k, 480, 640, 18, 2, (uint64_t)i, &b);
+        qjit += b.jitter;
+        qgray += b.gray;
+        if (k == 1) qsol += b.solarize;
+        if (b.blur) qblur++, qsig_ok &= b.blur_sigma >= 0.2f && b.blur_sigma <= 0.5f;
+        flips_same &= a.flip == b.flip;
+        boxes_same &= memcmp(&a.box, &b.box, sizeof a.box) == 0;
+    }
+    tap_ok(binom_ok_(qjit, n, 0.3) && qgray == 0 && qsol == n / 10 && qblur > 0 && qsig_ok,
+           "jitter p 0.3: %d of %d; grayscale p 0: %d; solarize p 1: %d of %d; %d blur sigmas "
+           "in [0.2, 0.5]", qjit, n, qgray, qsol, n / 10, qblur);
+    tap_ok(flips_same && boxes_same, "changing the strengths keeps the boxes and flips drawn");
+    dv_augment_params bad = p;
+    bad.p_solarize = 1.5;
+    int e1 = dv_augment_params_check(&bad);
+    bad = p;
+    bad.blur_sigma[0] = 0.0;
+    int e2 = dv_augment_params_check(&bad);
+    bad = p;
+    bad.blur_sigma[0] = 3.0;
+    int e3 = dv_augment_params_check(&bad);
+    tap_ok(e1 == DV_ERR_ARG && e2 == DV_ERR_ARG && e3 == DV_ERR_ARG,
+           "solarize p 1.5, sigma min 0, sigma min > max: DV_ERR_ARG");
 }
 
 static void test_eval_and_decode_(void) {

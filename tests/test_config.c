@@ -236,6 +236,9 @@ static void test_defaults(void) {
     EQ(c->evaluation.eval_period_iterations == 12500);
     /* dinov2c sections */
     EQ(c->data.num_workers == 2 && c->data.prefetch == 2 && !c->data.blur_probabilities_intended);
+    EQ(c->data.blur_sigma[0] == 0.1 && c->data.blur_sigma[1] == 2.0 &&
+       c->data.color_jitter_probability == 0.8 && c->data.grayscale_probability == 0.2 &&
+       c->data.solarize_probability == 0.2);
     EQ(c->checkpoint.period == 0 && c->checkpoint.keep == 3 && c->checkpoint.resume);
     EQ(c->compute.backend == DV_CFG_BACKEND_AUTO && c->compute.threads == 0);
     EQ(c->compute.max_steps == -1 && c->compute.max_minutes == 0.0);

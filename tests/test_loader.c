@@ -683,6 +683,9 @@ static void test_config(void) {
     dv_config_set(c, "crops.local_crops_number", "4", "test");
     dv_config_set(c, "train.batch_size_per_gpu", "16", "test");
     dv_config_set(c, "data.blur_probabilities_intended", "true", "test");
+    dv_config_set(c, "data.blur_sigma", "[0.05, 0.5]", "test");
+    dv_config_set(c, "data.solarize_probability", "0", "test");
+    dv_config_set(c, "data.grayscale_probability", "0.1", "test");
     dv_loader_opts o;
     dv_loader_opts_from_config(&o, c);
     tap_ok(strcmp(o.train, "/data/shards") == 0 && o.batch_per_rank == 16 && o.seed == 42 &&
@@ -690,7 +693,9 @@ static void test_config(void) {
                o.aug.global_scale[0] == 0.32 && o.aug.local_scale[1] == 0.32 &&
                o.aug.blur_intended == 1 && o.patch_size == 16 && o.mask_ratio_min == 0.1 &&
                o.mask_ratio_max == 0.5 && o.mask_probability == 0.5 && o.num_workers == 3 &&
-               o.prefetch == 2 && o.jpeg_dct_scaling == 0,
+               o.prefetch == 2 && o.jpeg_dct_scaling == 0 && o.aug.blur_sigma[0] == 0.05 &&
+               o.aug.blur_sigma[1] == 0.5 && o.aug.p_solarize == 0.0 && o.aug.p_gray == 0.1 &&
+               o.aug.p_jitter == 0.8,
            "dv_loader_opts_from_config fills every field from the config");
     free(c);
     int same = 1;
