@@ -19,16 +19,8 @@ bg=""
 # leave nothing behind: the background job of an aborted test, then the files
 trap '[ -n "$bg" ] && kill -9 $bg 2>/dev/null; rm -rf "$tmp"' EXIT
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-n=0
-fail=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-notok() { n=$((n + 1)); fail=1; echo "not ok $n - $1"; [ -f "${2:-}" ] && sed 's/^/# /' "$2" | tail -n 15; }
-check() { # description, log to show on failure, shell condition
-    if eval "$3"; then ok "$1"; else notok "$1" "$2"; fi
-}
 # "$mpi" 2 PROG ... & : mpirun.sh execs mpirun, so $! is mpirun's pid (a shell function would
 # put a subshell in between)
-mpi="$srcdir/tests/mpirun.sh"
 # wait_lines FILE N PID: until FILE has N lines (the metrics JSONL, one per iteration) or PID ends
 wait_lines() {
     i=0
@@ -73,21 +65,9 @@ none_left() {
     return 1
 }
 
-if "$b/dinov2-pack" --idx-images "$fm/t10k-images-idx3-ubyte.gz" --output "$tmp/shards" --prefix t10k \
-    --shard-size 200 --quiet >"$tmp/pack.log" 2>&1; then
-    ok "pack t10k into shards of 200"
-else
-    notok "pack t10k into shards of 200" "$tmp/pack.log"
-    echo "1..$n"
-    exit 1
-fi
+. "$srcdir/tests/fmnist_tiny.sh"
 # the tiny model of pipeline_e2e.sh; 60 iterations (2 epochs of 30), no periodic checkpoint
-cfg="$srcdir/jobs/configs/fashion_mnist.yaml"
-set -- data.train="$tmp/shards/t10k-00000.h5,$tmp/shards/t10k-00001.h5" \
-    student.embed_dim=32 student.depth=2 student.num_heads=2 train.batch_size_per_gpu=8 \
-    crops.local_crops_number=2 dino.head_n_prototypes=64 dino.head_hidden_dim=32 \
-    dino.head_bottleneck_dim=16 train.OFFICIAL_EPOCH_LENGTH=30 optim.epochs=2 optim.warmup_epochs=1 \
-    teacher.warmup_teacher_temp_epochs=1 checkpoint.period=1000 log.period=1 data.num_workers=1
+set -- data.train="$tiny_train" $tiny_model train.OFFICIAL_EPOCH_LENGTH=30 log.period=1
 
 # a) uninterrupted
 "$mpi" 2 "$b/dinov2-pretrain" --config-file "$cfg" "$@" --output-dir "$tmp/a" >"$tmp/a.log" 2>&1

@@ -15,32 +15,12 @@ fm=${FMNIST:-/usr/share/datasets/fashion-mnist}
 [ -f "$fm/t10k-images-idx3-ubyte.gz" ] || exit 77
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/mpi_resume_ranks.XXXXXX") || { echo "Bail out! mktemp"; exit 1; }
 trap 'rm -rf "$tmp"' EXIT
-n=0
-fail=0
-ok() { n=$((n + 1)); echo "ok $n - $1"; }
-notok() { n=$((n + 1)); fail=1; echo "not ok $n - $1"; [ -f "${2:-}" ] && sed 's/^/# /' "$2" | tail -n 15; }
-check() { # description, log to show on failure, shell condition
-    if eval "$3"; then ok "$1"; else notok "$1" "$2"; fi
-}
-mpi="$srcdir/tests/mpirun.sh"
-cfg="$srcdir/jobs/configs/fashion_mnist.yaml"
 # step_of CKPT: the step attribute, as dinov2-ckpt info prints it
 step_of() { "$b/dinov2-ckpt" info "$1" 2>/dev/null | sed -n 's/^step  *\([0-9]*\).*/\1/p'; }
 
-if "$b/dinov2-pack" --idx-images "$fm/t10k-images-idx3-ubyte.gz" --output "$tmp/shards" --prefix t10k \
-    --shard-size 200 --quiet >"$tmp/pack.log" 2>&1; then
-    ok "pack t10k into shards of 200"
-else
-    notok "pack t10k into shards of 200" "$tmp/pack.log"
-    echo "1..$n"
-    exit 1
-fi
+. "$srcdir/tests/fmnist_tiny.sh"
 # the tiny model of pipeline_e2e.sh; 20 iterations (2 epochs of 10), no periodic checkpoint
-set -- data.train="$tmp/shards/t10k-00000.h5,$tmp/shards/t10k-00001.h5" \
-    student.embed_dim=32 student.depth=2 student.num_heads=2 train.batch_size_per_gpu=8 \
-    crops.local_crops_number=2 dino.head_n_prototypes=64 dino.head_hidden_dim=32 \
-    dino.head_bottleneck_dim=16 train.OFFICIAL_EPOCH_LENGTH=10 optim.epochs=2 optim.warmup_epochs=1 \
-    teacher.warmup_teacher_temp_epochs=1 checkpoint.period=1000 log.period=5 data.num_workers=1
+set -- data.train="$tiny_train" $tiny_model train.OFFICIAL_EPOCH_LENGTH=10 log.period=5
 
 # resume NP FROM_DIR TO_DIR LOG [key=value ...]: copy FROM's checkpoints to TO and finish there
 resume() {
